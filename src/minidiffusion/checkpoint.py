@@ -1,0 +1,171 @@
+"""Checkpoints: tensors in safetensors, everything else in JSON, written atomically. No pickle anywhere.
+
+A checkpoint is a pair ``ckpt_STEP.safetensors`` + ``ckpt_STEP.json`` in ``RUN/checkpoints/``. The JSON is
+written last and records the SHA-256 of the tensor file, so a checkpoint is complete exactly when its
+JSON exists and the hash matches: a crash at any moment leaves either the previous checkpoints alone or
+a new complete one, never a torn one that looks valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import Config
+from .errors import UserError
+
+FORMAT = "minidiffusion-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^ckpt_(\d+)\.json$")
+
+
+@dataclass
+class Checkpoint:
+    path: Path  # the .json file
+    step: int
+    config: Config
+    meta: dict[str, Any]  # everything in the JSON
+    tensors: dict[str, torch.Tensor]  # "model.*", "ema.*", "optim.*"
+
+    def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors under ``prefix.`` ('model' or 'ema') with the prefix removed."""
+        cut = len(prefix) + 1
+        return {k[cut:]: v for k, v in self.tensors.items() if k.startswith(prefix + ".")}
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to ``path.tmp``, fsync, rename over ``path``: readers see the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(directory: Path, step: int, config: Config, tensors: dict[str, torch.Tensor],
+                    meta: dict[str, Any] | None = None, keep: int = 3) -> Path:
+    """Write checkpoint ``step`` atomically, then delete all but the newest ``keep``. Returns the JSON path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / f"ckpt_{step:08d}.safetensors"
+    tmp = weights.with_name(weights.name + ".tmp")
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, weights)
+        record = {"format": FORMAT, "version": VERSION, "step": step, "weights": weights.name,
+                  "sha256": _sha256(weights), "config": config.to_dict(), **(meta or {})}
+        path = directory / f"ckpt_{step:08d}.json"
+        atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+        _fsync_dir(directory)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"could not write checkpoint for step {step} in {directory}: {e.strerror or e} "
+                        f"(earlier checkpoints are untouched)") from None
+    prune(directory, keep)
+    return path
+
+
+def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """(step, json path) of every checkpoint record in ``directory``, oldest first (not yet verified)."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def prune(directory: Path, keep: int) -> None:
+    for _, path in list_checkpoints(directory)[:-keep]:
+        path.unlink(missing_ok=True)  # JSON first: a half-deleted checkpoint is incomplete, never torn
+        path.with_suffix(".safetensors").unlink(missing_ok=True)
+    for stray in directory.glob("*.tmp"):  # left by a crash during a write
+        stray.unlink(missing_ok=True)
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"{path}: not a minidiffusion checkpoint (unreadable JSON: {e})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise UserError(f"{path}: not a minidiffusion checkpoint (no '\"format\": \"{FORMAT}\"' record)")
+    version = record.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UserError(f"{path}: checkpoint has no valid format version")
+    if version > VERSION:
+        raise UserError(f"{path}: written by a newer minidiffusion (format version {version}, this one reads "
+                        f"up to {VERSION}); upgrade minidiffusion")
+    for key, kind in (("step", int), ("weights", str), ("sha256", str), ("config", dict)):
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            raise UserError(f"{path}: checkpoint record is missing a valid '{key}'")
+    return record
+
+
+def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
+    """Load a checkpoint from its .json or .safetensors file, or the newest complete one in a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise UserError(f"no complete checkpoint in {path}")
+        return found
+    if path.suffix == ".safetensors":
+        path = path.with_suffix(".json")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found")
+    record = _read_record(path)
+    weights = path.parent / Path(record["weights"]).name
+    if not weights.is_file():
+        raise UserError(f"{path}: its tensor file {weights.name} is missing")
+    if verify and _sha256(weights) != record["sha256"]:
+        raise UserError(f"{weights}: checksum mismatch (truncated or modified file)")
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{weights}: unreadable tensor file ({e})") from None
+    config = Config.from_dict(record["config"], where=str(path))
+    return Checkpoint(path, record["step"], config, record, tensors)
+
+
+def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
+    """The newest checkpoint in ``run_dir`` (or ``run_dir/checkpoints``) that loads and verifies, or None."""
+    directory = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
+    for _, path in reversed(list_checkpoints(directory)):
+        try:
+            return load_checkpoint(path)
+        except UserError:
+            continue  # torn or foreign: fall back to the previous one
+    return None

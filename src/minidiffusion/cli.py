@@ -1,0 +1,204 @@
+"""The command line: ``minidiffusion train | sample | visualize | evaluate | convert``.
+
+Every user error ends as one line on stderr and exit status 2 (``--debug`` shows the traceback).
+Subcommands other than train and sample register themselves from their own modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+EXAMPLES = {
+    "train": "example: minidiffusion train --config quick --out runs/quick\n"
+             "         minidiffusion train --config configs/cifar10.toml --set train.batch_size=64 --dry-run",
+    "sample": "example: minidiffusion sample --checkpoint runs/quick --n 64 --sampler ddim --steps 50 --out grid.png",
+}
+
+# Image shape of each dataset before any resize (folder: data.channels x data.image_size).
+NATIVE_SHAPES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors: one line, exit 2
+        raise UserError(f"{self.prog}: {message}")
+
+
+def dataset_shape(cfg) -> tuple[int, int]:
+    """(channels, image size) the data config will produce, without reading any data."""
+    d = cfg.data
+    if d.name == "folder":
+        if not d.image_size:
+            raise UserError("data.name=folder needs data.image_size (e.g. --set data.image_size=64)")
+        return d.channels or 3, d.image_size
+    channels, size = NATIVE_SHAPES[d.name]
+    return channels, d.image_size or size
+
+
+def add_config_args(p: argparse.ArgumentParser, default: str | None = "quick") -> None:
+    p.add_argument("--config", default=default, help="a TOML file or a preset name (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config key (repeatable), e.g. --set train.lr=1e-4")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .models.unet import build_model, count_parameters
+
+    cfg = load_config(args.config, args.set)
+    if args.dry_run:
+        channels, size = dataset_shape(cfg)
+        n = count_parameters(build_model(cfg.model, channels, size))
+        print(cfg.to_toml())
+        print(f"image shape: {channels}x{size}x{size}")
+        print(f"parameters: {n:,}")
+        return 0
+    from .train import train
+
+    out = args.out or Path("runs") / Path(str(args.config)).stem
+    train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .images import make_grid, save_grid, save_png
+    from .sampling import generate, load_model
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    net, ckpt = load_model(args.checkpoint, ema=not args.no_ema, device=device)
+    cfg = ckpt.config
+    if args.set:
+        cfg = cfg.replace(**_sections(args.set, allowed=("sample",)))
+    channels, size = ckpt.meta["data"]["channels"], ckpt.meta["data"]["image_size"]
+    recorder = None
+    if args.video or args.snapshots:
+        from .visualize import DenoisingRecorder
+
+        if args.n > (args.batch_size or cfg.sample.batch_size):
+            raise UserError("--video/--snapshots record one batch: use --n <= --batch-size")
+        recorder = DenoisingRecorder(every=args.every, with_x0=args.with_x0)
+    images = generate(net, cfg, args.n, seed=args.seed, channels=channels, image_size=size, device=device,
+                      sampler=args.sampler, steps=args.steps, batch_size=args.batch_size, callback=recorder,
+                      progress=not args.no_progress)
+    out = Path(args.out)
+    if args.snapshots:
+        from .visualize import parse_timesteps, snapshot_strip
+
+        wanted = parse_timesteps(args.snapshots, cfg.diffusion.num_timesteps)
+        save_png(snapshot_strip(recorder, images, wanted), out)
+        print(f"wrote {out}")
+    elif out.suffix == ".npz":
+        import numpy as np
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out, images=images.permute(0, 2, 3, 1).numpy())  # (N, H, W, C) uint8
+        print(f"wrote {out} ({len(images)} images)")
+    elif out.suffix.lower() == ".png":
+        save_grid(images, out)
+        print(f"wrote {out}")
+    elif out.suffix == "":
+        for k, image in enumerate(images):
+            save_png(make_grid(image[None], padding=0), out / f"{k:06d}.png")
+        print(f"wrote {len(images)} images to {out}/")
+    else:
+        raise UserError(f"--out {out}: use FILE.png (a grid), FILE.npz, or a directory")
+    if args.video:
+        recorder.write_video(args.video, images, fps=args.fps)
+        print(f"wrote {args.video}")
+    return 0
+
+
+def _sections(overrides: list[str], allowed: tuple[str, ...]) -> dict:
+    from .config import parse_override
+
+    sections: dict[str, dict] = {}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in allowed:
+            raise UserError(f"--set {text}: only {', '.join(allowed)} keys can be changed here")
+        sections.setdefault(section, {})[key] = value
+    return sections
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="minidiffusion", description="Train and sample DDPM-family image diffusion models.")
+    parser.add_argument("--version", action="version", version=f"minidiffusion {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model", formatter_class=_Formatter, epilog=EXAMPLES["train"],
+                       description="Train a diffusion model; writes config.toml, metrics.jsonl, samples/ and "
+                                   "checkpoints/ to --out.")
+    add_config_args(p)
+    p.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter count, then exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="draw images from a checkpoint", formatter_class=_Formatter,
+                       epilog=EXAMPLES["sample"] + "\n         minidiffusion sample --checkpoint runs/quick "
+                       "--n 16 --video denoise.gif --out grid.png")
+    p.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint) or checkpoint file")
+    p.add_argument("--n", type=int, default=64, help="number of images")
+    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default=None,
+                   help="default: the checkpoint config's sample.sampler")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's sample.steps)")
+    p.add_argument("--seed", type=int, default=0, help="image k of seed s is the same whatever --n/--batch-size")
+    p.add_argument("--batch-size", type=int, default=None, help="images per network call")
+    p.add_argument("--out", default="samples.png", help="FILE.png (grid), FILE.npz (uint8 NHWC 'images') or DIR/")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--set", action="append", default=[], metavar="sample.KEY=VALUE",
+                   help="sampler options, e.g. --set sample.eta=1.0 --set sample.variance=small")
+    p.add_argument("--video", default=None, help="also write the denoising video (FILE.gif or FILE.mp4)")
+    p.add_argument("--fps", type=int, default=25, help="video frames per second")
+    p.add_argument("--every", type=int, default=1, help="video: keep every K-th step")
+    p.add_argument("--with-x0", action="store_true", help="video: show the x0 estimate beside x_t")
+    p.add_argument("--snapshots", default=None, metavar="T,T,...",
+                   help="write the grid at these timesteps side by side to --out, e.g. 0,499,749,999")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sample)
+
+    for module in ("visualize", "evaluate", "interop"):  # each adds its own subcommand
+        if importlib.util.find_spec(f"minidiffusion.{module}") is not None:
+            importlib.import_module(f"minidiffusion.{module}").register(sub, _Formatter)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv or os.environ.get("MINIDIFFUSION_DEBUG") == "1"
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        args = build_parser().parse_args(argv)
+        for name in ("n", "steps", "batch_size", "fps", "every"):
+            value = getattr(args, name, None)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        return args.func(args)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

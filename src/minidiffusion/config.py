@@ -1,0 +1,267 @@
+"""Configuration: one frozen dataclass per concern, TOML presets, ``section.key=value`` overrides.
+
+A run is fully described by a :class:`Config`. Presets live in ``configs/*.toml`` (also shipped inside the
+package, so ``--config quick`` works anywhere); every key is checked: unknown keys, wrong types and
+out-of-range values raise :class:`UserError` naming the key and what would have been accepted.
+Derived facts (image channels and size) are not configured: they come from the dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+
+def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None, max: float | None = None,
+         help: str = "") -> Any:
+    """A dataclass field carrying its validation rules (choices, inclusive bounds) and a one-line help."""
+    meta = {"choices": choices, "min": min, "max": max, "help": help}
+    if isinstance(default, (list, tuple)):
+        return field(default=tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    variant: str = _opt("ddpm", choices=("ddpm", "simple"), help="UNet: Ho et al. 'ddpm' or the lighter 'simple'")
+    base_channels: int = _opt(128, min=8, help="width of the first level; a multiple of 8 (GroupNorm)")
+    channel_mults: tuple[int, ...] = _opt((1, 2, 2, 2), min=1, help="width of each level relative to base_channels")
+    num_res_blocks: int = _opt(2, min=1, max=8, help="residual blocks per level (ddpm variant)")
+    attention_resolutions: tuple[int, ...] = _opt((16,), min=1, help="feature sizes that get self-attention (ddpm)")
+    num_heads: int = _opt(1, min=1, help="attention heads")
+    dropout: float = _opt(0.1, min=0.0, max=0.99, help="dropout inside residual blocks")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    schedule: str = _opt("linear", choices=("linear", "cosine"), help="noise schedule")
+    num_timesteps: int = _opt(1000, min=2, max=100_000, help="T; timesteps t are 0-based: 0 .. T-1")
+    beta_start: float = _opt(1e-4, min=0.0, max=1.0, help="linear schedule: beta at t=0")
+    beta_end: float = _opt(0.02, min=0.0, max=1.0, help="linear schedule: beta at t=T-1")
+    prediction: str = _opt("eps", choices=("eps", "v"), help="what the network predicts")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = _opt("mnist", choices=("mnist", "fashion-mnist", "cifar10", "folder"), help="dataset")
+    root: str = _opt("", help="where the files are; '' = the default location for the dataset")
+    image_size: int = _opt(0, min=0, max=4096, help="resize to this size; 0 = the dataset's own size")
+    channels: int = _opt(0, choices=(0, 1, 3), help="folder only: 1 (grey) or 3 (RGB); 0 = 3")
+    flip: str = _opt("auto", choices=("auto", "yes", "no"), help="random horizontal flip; auto = not for digits")
+    num_workers: int = _opt(2, min=0, max=64, help="DataLoader workers for streamed (folder) datasets")
+    in_memory: str = _opt("auto", choices=("auto", "yes", "no"),
+                          help="keep the whole dataset on the device as uint8; auto = when it is small")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = _opt(0, min=0, help="total optimizer steps; 0 = derive from epochs")
+    epochs: float = _opt(0.0, min=0.0, help="used when steps = 0")
+    batch_size: int = _opt(128, min=1, help="global batch size (all ranks together)")
+    lr: float = _opt(2e-4, min=0.0, max=1.0, help="peak learning rate (AdamW)")
+    weight_decay: float = _opt(0.0, min=0.0, help="AdamW weight decay")
+    warmup_steps: int = _opt(5000, min=0, help="linear learning-rate warmup")
+    lr_decay: str = _opt("none", choices=("none", "cosine"), help="after warmup: constant or cosine to 0")
+    grad_clip: float = _opt(1.0, min=0.0, help="max gradient norm; 0 = off")
+    ema_decay: float = _opt(0.9999, min=0.0, max=1.0, help="EMA decay; the effective decay warms up from 0")
+    precision: str = _opt("fp32", choices=("fp32", "bf16", "fp16"), help="autocast dtype")
+    channels_last: bool = _opt(False, help="channels_last memory format")
+    compile: bool = _opt(False, help="torch.compile the model")
+    seed: int = _opt(0, min=0, max=2**31 - 1, help="all randomness derives from (seed, step, rank)")
+    device: str = _opt("auto", choices=("auto", "cpu", "cuda"), help="auto = cuda when available")
+    log_every: int = _opt(50, min=1, help="steps between metrics.jsonl lines")
+    sample_every: int = _opt(0, min=0, help="steps between sample grids; 0 = only at the end")
+    checkpoint_every: int = _opt(0, min=0, help="steps between checkpoints; 0 = only at the end")
+    keep_checkpoints: int = _opt(3, min=1, help="how many recent checkpoints to keep")
+    max_nonfinite: int = _opt(5, min=1, help="consecutive non-finite losses that stop the run")
+    eval_every: int = _opt(0, min=0, help="steps between in-training evaluations (classifier features); 0 = off")
+    eval_n: int = _opt(500, min=10, help="samples per in-training evaluation")
+    log: tuple[str, ...] = _opt(("jsonl",), choices=("jsonl", "tensorboard"), help="where metrics go")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: str = _opt("ddim", choices=("ddpm", "ddim", "dpmpp"), help="sampler")
+    steps: int = _opt(50, min=1, help="network evaluations (ddpm: respaced steps)")
+    eta: float = _opt(0.0, min=0.0, max=1.0, help="ddim: 0 = deterministic, 1 = ddpm-like")
+    spacing: str = _opt("uniform", choices=("uniform", "quadratic"), help="ddim/dpmpp: timestep spacing")
+    variance: str = _opt("large", choices=("large", "small"), help="ddpm: beta ('large') or posterior ('small')")
+    n: int = _opt(64, min=1, help="images to draw (grids during training, default for `sample`)")
+    batch_size: int = _opt(256, min=1, help="images per network call")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    # -- conversions ---------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        def plain(section: Any) -> dict[str, Any]:
+            return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(section).items()}
+
+        return {s.name: plain(getattr(self, s.name)) for s in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Any, *, where: str = "config") -> Config:
+        """Build and validate a config from nested dicts; missing keys take their defaults."""
+        if not isinstance(d, dict):
+            raise UserError(f"{where}: expected a table of sections, got {type(d).__name__}")
+        sections = {s.name: s for s in dataclasses.fields(cls)}
+        for name in d:
+            if name not in sections:
+                raise UserError(f"{where}: unknown section '{name}' (valid: {', '.join(sections)})")
+        built = {}
+        for name, sfield in sections.items():
+            built[name] = _build_section(sfield.default_factory, d.get(name, {}), name, where)  # type: ignore[misc]
+        return cls(**built)
+
+    def to_toml(self) -> str:
+        lines = []
+        for section, values in self.to_dict().items():
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+            lines.append("")
+        return "\n".join(lines)
+
+    def replace(self, **sections: Any) -> Config:
+        """``cfg.replace(train={"steps": 10})``: a copy with some keys changed, validated like an override."""
+        d = self.to_dict()
+        for section, values in sections.items():
+            d.setdefault(section, {}).update(values)
+        return Config.from_dict(d)
+
+    # -- derived ----------------------------------------------------------------------------------------------
+    def total_steps(self, dataset_size: int) -> int:
+        if self.train.steps:
+            return self.train.steps
+        if not self.train.epochs:
+            raise UserError("train.steps and train.epochs are both 0: set one of them")
+        return max(1, math.ceil(self.train.epochs * dataset_size / self.train.batch_size))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)
+
+
+def _build_section(cls: type, values: Any, section: str, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise UserError(f"{where}: [{section}] must be a table, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise UserError(f"{where}: unknown key '{section}.{key}' (valid: {', '.join(fields)})")
+        kwargs[key] = _check(f"{section}.{key}", value, hints[key], fields[key].metadata)
+    return cls(**kwargs)
+
+
+def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
+    """Type-check and range-check one value; returns it in its canonical type (tuples, floats)."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item_type, _) = typing.get_args(hint)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and item_type is not str:
+            value = [value]
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{key}: expected a list of {item_type.__name__}, got {value!r}")
+        return tuple(_check(key, v, item_type, meta) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if hint is int and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)
+    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
+        raise UserError(f"{key}: expected {hint.__name__}, got {value!r} ({type(value).__name__})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{key}: must be finite, got {value!r}")
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        raise UserError(f"{key}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise UserError(f"{key}: {value!r} is below the minimum {meta['min']}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise UserError(f"{key}: {value!r} is above the maximum {meta['max']}")
+    return value
+
+
+# -- presets and overrides -----------------------------------------------------------------------------------
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files("minidiffusion.presets").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def read_toml(path_or_name: str | Path) -> dict[str, Any]:
+    """Read a TOML file, or a shipped preset by name (``quick``, ``cifar10``, ...)."""
+    path = Path(path_or_name)
+    if path.is_file():
+        text, where = _read_text(path), str(path)
+    elif path.suffix == "" and str(path_or_name) in preset_names():
+        text, where = resources.files("minidiffusion.presets").joinpath(f"{path_or_name}.toml").read_text(), str(path)
+    else:
+        raise UserError(f"config '{path_or_name}' not found (a TOML file, or a preset: {', '.join(preset_names())})")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{where}: not valid TOML: {e}") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``'train.lr=1e-3'`` -> ``('train', 'lr', 0.001)``. Values are TOML literals; bare words are strings."""
+    key, sep, raw = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not section or not name:
+        raise UserError(f"--set {text!r}: expected section.key=value, e.g. train.lr=1e-4")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word such as cosine or /data/cifar
+    if isinstance(value, str) and "," in value and not raw.startswith(('"', "'")):
+        value = [_scalar(v.strip()) for v in value.split(",") if v.strip()]  # 1,2,2 -> [1, 2, 2]
+    return section, name, value
+
+
+def _scalar(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def load_config(path_or_name: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """A preset or TOML file plus ``section.key=value`` overrides, validated."""
+    d = read_toml(path_or_name) if path_or_name else {}
+    where = str(path_or_name) if path_or_name else "config"
+    for text in overrides:
+        section, name, value = parse_override(text)
+        if not isinstance(d.setdefault(section, {}), dict):
+            raise UserError(f"{where}: [{section}] must be a table")
+        d[section][name] = value
+    return Config.from_dict(d, where=where)

@@ -1,0 +1,140 @@
+"""Datasets: MNIST, Fashion-MNIST, CIFAR-10 and a folder of images, behind one contract.
+
+Every dataset yields uint8 (C, H, W) images with H = W; the trainer converts them to the model's [-1, 1] with
+:func:`minidiffusion.images.to_model_range`. Channels and image size are facts of the dataset (``channels``,
+``image_size``), not settings, except for a folder, whose images come in every size and mode.
+
+    ds = load_dataset(cfg.data)          # ImageDataset
+    ds[0]                                # uint8 (C, H, W)
+    ds.tensor                            # uint8 (N, C, H, W), or None for a folder too large to hold in memory
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..config import DataConfig
+from ..errors import UserError
+from .cifar import load_cifar10
+from .download import cache_dir
+from .folder import FolderImages, scan
+from .idx import load_idx
+
+__all__ = ["ImageDataset", "load_dataset", "default_root"]
+
+# image channels of the datasets with fixed files (their native sides: 28, 28, 32)
+CHANNELS = {"mnist": 1, "fashion-mnist": 1, "cifar10": 3}
+# A mirrored photo is still a plausible photo; a mirrored digit is not a digit (a flipped 7 is not a 7).
+# Fashion-MNIST is treated like its MNIST sibling, so that results on the two stay comparable.
+FLIP_BY_DEFAULT = {"mnist": False, "fashion-mnist": False, "cifar10": True, "folder": True}
+# data.in_memory = auto keeps a folder's decoded images in memory up to this many bytes
+IN_MEMORY_MAX_BYTES = 2 * 1024**3
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Square uint8 images: ``ds[i]`` is (C, H, W), ``len(ds)`` is N.
+
+    ``images`` is either the whole set as a uint8 (N, C, H, W) tensor, or a :class:`~.folder.FolderImages` that
+    decodes files on demand (then ``tensor`` is None and the trainer should use DataLoader workers).
+    ``labels`` are int64 (N,) class indices where the dataset has them. ``flip`` says whether random horizontal
+    flips are a sensible augmentation for this data; applying them is the trainer's job.
+    """
+
+    def __init__(self, name: str, images: torch.Tensor | FolderImages, *, labels: torch.Tensor | None = None,
+                 flip: bool = False):
+        self.name = name
+        self.flip = flip
+        self.labels = labels
+        if isinstance(images, torch.Tensor):
+            if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[2] != images.shape[3]:
+                raise ValueError(f"expected square uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
+            self.tensor: torch.Tensor | None = images
+            self._files: FolderImages | None = None
+            self.channels, self.image_size = images.shape[1], images.shape[2]
+        else:
+            self.tensor, self._files = None, images
+            self.channels, self.image_size = images.channels, images.image_size
+        if labels is not None and len(labels) != len(self):
+            raise ValueError(f"{len(self)} images but {len(labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.tensor) if self.tensor is not None else len(self._files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.tensor[i] if self.tensor is not None else self._files[i]  # (C, H, W)
+
+    def __repr__(self) -> str:
+        where = "in memory" if self.tensor is not None else "decoded on demand"
+        return f"ImageDataset({self.name}: {len(self)} x {self.channels}x{self.image_size}x{self.image_size}, {where})"
+
+
+def default_root(name: str) -> Path:
+    """Where ``name`` is looked for (and downloaded to) when ``data.root`` is empty.
+
+    MNIST ships with the repository (``data/mnist``), so a source checkout trains without a network; elsewhere
+    datasets live in the cache, ``$MINIDIFFUSION_DATA`` or ``~/.cache/minidiffusion``, one folder per dataset.
+    """
+    if name == "folder":
+        raise UserError("data.name=folder has no default location: set data.root to a folder of images "
+                        "(--set data.root=DIR)")
+    if name not in CHANNELS:
+        raise UserError(f"unknown dataset '{name}' (valid: {', '.join(FLIP_BY_DEFAULT)})")
+    if name == "mnist":
+        bundled = Path(__file__).resolve().parents[3] / "data" / "mnist"  # src/minidiffusion/data/ -> repository
+        if bundled.is_dir():
+            return bundled
+    return cache_dir() / name
+
+
+def load_dataset(cfg: DataConfig, split: str = "train") -> ImageDataset:
+    """The dataset ``cfg`` describes, ``split`` = "train" or "test" (a folder has only "train")."""
+    if split not in ("train", "test"):
+        raise UserError(f"unknown split '{split}' (valid: train, test)")
+    flip = FLIP_BY_DEFAULT.get(cfg.name, False) if cfg.flip == "auto" else cfg.flip == "yes"
+    if cfg.name == "folder":
+        return _load_folder(cfg, split, flip)
+
+    root = Path(cfg.root).expanduser() if cfg.root else default_root(cfg.name)
+    if cfg.name in ("mnist", "fashion-mnist"):
+        images, labels = load_idx(cfg.name, root, split)
+    elif cfg.name == "cifar10":
+        images, labels = load_cifar10(root, split)
+    else:
+        raise UserError(f"unknown dataset '{cfg.name}' (valid: {', '.join(FLIP_BY_DEFAULT)})")
+
+    if cfg.channels and cfg.channels != CHANNELS[cfg.name]:
+        raise UserError(f"data.channels={cfg.channels} does not apply to {cfg.name}, which has {CHANNELS[cfg.name]}; "
+                        f"data.channels is for data.name=folder (leave it at 0)")
+    if cfg.image_size and cfg.image_size != images.shape[-1]:
+        images = resize(images, cfg.image_size)
+    return ImageDataset(cfg.name, images, labels=labels, flip=flip)
+
+
+def _load_folder(cfg: DataConfig, split: str, flip: bool) -> ImageDataset:
+    if split != "train":
+        raise UserError(f"data.name=folder has only a train split (asked for '{split}')")
+    if not cfg.root:
+        default_root("folder")  # raises the "set data.root" error
+    if cfg.image_size == 0:
+        raise UserError("data.name=folder needs data.image_size (e.g. --set data.image_size=64): the images are "
+                        "scaled and center-cropped to that square size")
+    root = Path(cfg.root).expanduser()
+    files = FolderImages(root, scan(root), cfg.image_size, cfg.channels or 3)
+    decoded_bytes = len(files) * files.channels * files.image_size**2
+    if cfg.in_memory == "yes" or (cfg.in_memory == "auto" and decoded_bytes <= IN_MEMORY_MAX_BYTES):
+        return ImageDataset("folder", files.decode_all(), flip=flip)
+    _ = files[0]  # fail now, not inside a DataLoader worker, if not a single file can be read
+    return ImageDataset("folder", files, flip=flip)
+
+
+def resize(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C, size, size), antialiased bilinear, in chunks to bound float memory."""
+    out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk].float()
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[start:start + chunk] = x.round().clamp(0, 255).to(torch.uint8)
+    return out

@@ -1,0 +1,127 @@
+"""A folder of image files (searched recursively), each resized and center-cropped to one square size.
+
+Files are taken in sorted path order so that a dataset, and therefore a seeded run, is the same on every machine.
+A file Pillow cannot read is skipped with a one-line report, never a crash: one bad JPEG in a folder of a
+hundred thousand should not end a training run. Small folders are decoded once up front; large ones are decoded
+per item (in DataLoader workers), where an unreadable file is replaced by the next readable one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from ..errors import UserError
+
+log = logging.getLogger("minidiffusion")
+
+EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+def scan(root: Path) -> list[Path]:
+    """Every image file under ``root`` (by extension, any case), in sorted order."""
+    if not root.is_dir():
+        what = "does not exist" if not root.exists() else "is not a folder"
+        raise UserError(f"data.root {root} {what}; data.name=folder needs a folder of images (--set data.root=DIR)")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    if not paths:
+        raise UserError(f"no images under {root} (looked for {', '.join(sorted(EXTENSIONS))}, in subfolders too)")
+    return paths
+
+
+def decode_image(path: Path, image_size: int, channels: int) -> torch.Tensor:
+    """One image file -> uint8 (C, S, S): converted to grey or RGB, shorter side scaled to S, center-cropped."""
+    mode = "L" if channels == 1 else "RGB"
+    with Image.open(path) as im:
+        # JPEG only: let the decoder shrink by 2, 4 or 8 while decoding, never below the requested size -- much
+        # faster for camera-sized photos, and the resize below does the rest.
+        im.draft(mode, (image_size, image_size))
+        im = ImageOps.exif_transpose(im)  # photos are often stored sideways with an orientation tag
+        if im.mode == "P" and "transparency" in im.info:
+            im = im.convert("RGBA")  # converting a palette with transparency straight to RGB makes Pillow warn
+        im = im.convert(mode)
+        # Center-crop the largest square, then scale it to S in one resampling step (the same as scaling the
+        # shorter side to S and cropping the middle). Pillow's filters widen when shrinking, so this antialiases.
+        w, h = im.size
+        side = min(w, h)
+        box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+        if (w, h) != (image_size, image_size):
+            im = im.resize((image_size, image_size), Image.Resampling.BICUBIC, box=box)
+        pixels = np.asarray(im, dtype=np.uint8).reshape(image_size, image_size, channels)  # (S, S, C)
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()  # (C, S, S)
+
+
+def _try_decode(path: Path, image_size: int, channels: int) -> torch.Tensor | None:
+    try:
+        return decode_image(path, image_size, channels)
+    except Exception:  # Pillow reports damage as OSError, ValueError, SyntaxError, struct.error, ...: all "unreadable"
+        return None
+
+
+def _report_skipped(count: int, first: Path, total: int, *, so_far: bool = False) -> None:
+    when = " so far" if so_far else ""
+    log.warning("skipped %d unreadable image%s%s of %d (first: %s)", count, "" if count == 1 else "s", when, total,
+                first)
+
+
+class FolderImages:
+    """The files of a folder, decoded on demand: ``len()`` and ``[i] -> uint8 (C, S, S)``.
+
+    ``skipped`` counts the unreadable files met so far in this process (each DataLoader worker has its own copy).
+    """
+
+    def __init__(self, root: Path, paths: Sequence[Path], image_size: int, channels: int):
+        self.root = root
+        self.paths = list(paths)
+        self.image_size = image_size
+        self.channels = channels
+        self.skipped = 0
+        self._unreadable: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        # An unreadable file is replaced by the next readable one, so that batches keep their size and a run its
+        # schedule; it is remembered so that later epochs do not pay for it again.
+        n = len(self.paths)
+        for k in range(n):
+            j = (i + k) % n
+            if j in self._unreadable:
+                continue
+            image = _try_decode(self.paths[j], self.image_size, self.channels)
+            if image is not None:
+                return image
+            self._unreadable.add(j)
+            self.skipped += 1
+            if self.skipped == 1 or self.skipped % 100 == 0:
+                _report_skipped(self.skipped, self.paths[j], n, so_far=True)
+        raise UserError(f"none of the {n} image files under {self.root} could be read")
+
+    def decode_all(self) -> torch.Tensor:
+        """Decode every file now -> uint8 (N', C, S, S), N' = the readable ones, in path order."""
+        n, s, c = len(self.paths), self.image_size, self.channels
+        out = torch.empty((n, c, s, s), dtype=torch.uint8)
+        count, unreadable = 0, []
+        # Pillow releases the GIL while decoding and resizing, so threads give a near-linear speed-up here.
+        with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
+            for path, image in zip(self.paths, pool.map(lambda p: _try_decode(p, s, c), self.paths)):
+                if image is None:
+                    unreadable.append(path)
+                else:
+                    out[count] = image
+                    count += 1
+        if not count:
+            raise UserError(f"none of the {n} image files under {self.root} could be read")
+        if unreadable:
+            self.skipped = len(unreadable)
+            _report_skipped(len(unreadable), unreadable[0], n)
+            out = out[:count].clone()  # clone: let go of the rows reserved for the unreadable files
+        return out

@@ -1,0 +1,65 @@
+"""The one pair of conversions between pixels and the model's range, and image grids.
+
+Pixels are uint8 in [0, 255]; the model works in float [-1, 1]. Every module converts with these two
+functions, so the mapping (x / 127.5 - 1 and its rounding inverse) exists once.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import UserError
+
+
+def to_model_range(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1] (any shape)."""
+    return pixels.float() / 127.5 - 1.0
+
+
+def to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255], rounded to nearest and clipped (any shape)."""
+    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: int = 255) -> np.ndarray:
+    """uint8 (N, C, H, W) -> one uint8 (H', W', C) image, images left to right then top to bottom.
+
+    ``nrow`` images per row (default: a square-ish grid); ``padding`` pixels of ``pad_value`` around each.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError("make_grid expects uint8 (N, C, H, W)")
+    n, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, c), pad_value, dtype=np.uint8)
+    pixels = images.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, C)
+    for k in range(n):
+        top, left = padding + (k // nrow) * (h + padding), padding + (k % nrow) * (w + padding)
+        grid[top:top + h, left:left + w] = pixels[k]
+    return grid
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    """uint8 (H, W, C) with C in {1, 3} -> a PIL image ('L' or 'RGB')."""
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+def save_png(array: np.ndarray, path: str | Path) -> Path:
+    """Write uint8 (H, W, C) as a PNG, creating the directory; clear error if it cannot be written."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        to_pil(array).save(path)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """uint8 (N, C, H, W) -> a grid PNG at path."""
+    return save_png(make_grid(images, nrow), path)

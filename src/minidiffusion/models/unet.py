@@ -1,0 +1,248 @@
+"""ε-prediction UNets: ``UNet(x_t, t) -> output`` of the same shape as ``x_t``.
+
+The networks know nothing about betas or schedules: they map a noisy image and an integer timestep
+(0-based, shape (N,)) to a tensor shaped like the image. What that tensor means (ε or v) is the
+diffusion's business (see ``minidiffusion.diffusion``).
+
+``UNet`` is the architecture of Ho et al. (2020) in the layout of diffusers' ``UNet2DModel`` for
+``google/ddpm-cifar10-32`` (so weights convert both ways, see ``minidiffusion.interop``): GroupNorm(32,
+eps 1e-6), right/bottom-padded stride-2 downsampling as TensorFlow's 'SAME' did, nearest + conv upsampling,
+a skip connection after every block. ``SimpleUNet`` is the lighter variant: one residual block per level,
+one skip per level and attention only at the lowest resolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Ho et al.'s sinusoidal embedding [sin(t·f_i), cos(t·f_i)], f_i = max_period^(-i/(dim/2 - 1)). (N,) -> (N, dim)"""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / (half - 1))
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.sin(args), torch.cos(args)], dim=1)
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(32, channels // 4) if channels % 32 else 32, channels, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv, add the projected time embedding, GroupNorm-SiLU-dropout-conv, plus a skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.norm1 = group_norm(in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, out_ch)
+        self.norm2 = group_norm(out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb_proj(F.silu(emb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Self-attention over the H·W positions (scaled_dot_product_attention), added back to the input."""
+
+    def __init__(self, channels: int, num_heads: int = 1):
+        super().__init__()
+        if channels % num_heads:
+            raise UserError(f"model.num_heads={num_heads} does not divide the {channels} channels of attention")
+        self.num_heads = num_heads
+        self.norm = group_norm(channels)
+        self.q, self.k, self.v = (nn.Linear(channels, channels) for _ in range(3))
+        self.out = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        y = self.norm(x).flatten(2).transpose(1, 2)  # (N, HW, C)
+        q, k, v = (proj(y).view(n, h * w, self.num_heads, -1).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        y = F.scaled_dot_product_attention(q, k, v)  # (N, heads, HW, C/heads)
+        y = self.out(y.transpose(1, 2).reshape(n, h * w, c))
+        return x + y.transpose(1, 2).reshape(n, c, h, w)
+
+
+class Downsample(nn.Module):
+    """Stride-2 3×3 conv, padding only right and bottom (TensorFlow 'SAME', as the DDPM paper's code)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class TimeEmbedding(nn.Module):
+    """Sinusoidal features of t, then Linear-SiLU-Linear to 4 × base width."""
+
+    def __init__(self, base: int):
+        super().__init__()
+        self.base = base
+        self.mlp = nn.Sequential(nn.Linear(base, 4 * base), nn.SiLU(), nn.Linear(4 * base, 4 * base))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.base))
+
+
+def check_image_size(image_size: int, levels: int) -> None:
+    factor = 2 ** (levels - 1)
+    if image_size % factor:
+        ok = [s for s in range(factor, 4 * factor + 1, factor)]
+        raise UserError(f"image size {image_size} cannot go through {levels} levels (size must be divisible by "
+                        f"{factor}: e.g. {', '.join(map(str, ok))}); set data.image_size or use fewer channel_mults")
+
+
+class UNet(nn.Module):
+    """The DDPM UNet (Ho et al. 2020). Shapes: x_t (N, C, H, W), t (N,) integer -> (N, C, H, W)."""
+
+    def __init__(self, in_channels: int, image_size: int, base_channels: int = 128,
+                 channel_mults: tuple[int, ...] = (1, 2, 2, 2), num_res_blocks: int = 2,
+                 attention_resolutions: tuple[int, ...] = (16,), num_heads: int = 1, dropout: float = 0.1):
+        super().__init__()
+        check_image_size(image_size, len(channel_mults))
+        # Widths are base × multiplier per level, not compounding.
+        widths = [base_channels * m for m in channel_mults]
+        emb_dim = 4 * base_channels
+        self.time_embed = TimeEmbedding(base_channels)
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skip_channels = [base_channels]
+        ch, res = base_channels, image_size
+        for level, width in enumerate(widths):
+            for _ in range(num_res_blocks):
+                attn = Attention(width, num_heads) if res in attention_resolutions else None
+                self.down.append(nn.ModuleList([ResBlock(ch, width, emb_dim, dropout)] + ([attn] if attn else [])))
+                ch = width
+                skip_channels.append(ch)
+            if level != len(widths) - 1:
+                self.down.append(Downsample(ch))
+                skip_channels.append(ch)
+                res //= 2
+
+        self.mid = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout), Attention(ch, num_heads),
+                                  ResBlock(ch, ch, emb_dim, dropout)])
+
+        self.up = nn.ModuleList()
+        for level, width in reversed(list(enumerate(widths))):
+            for _ in range(num_res_blocks + 1):
+                attn = Attention(width, num_heads) if res in attention_resolutions else None
+                block = ResBlock(ch + skip_channels.pop(), width, emb_dim, dropout)
+                self.up.append(nn.ModuleList([block] + ([attn] if attn else [])))
+                ch = width
+            if level != 0:
+                self.up.append(Upsample(ch))
+                res *= 2
+
+        self.norm_out = group_norm(ch)
+        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)  # the untrained model predicts 0: a calm start
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = self.time_embed(t)
+        h = self.conv_in(x)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h) if isinstance(layer, Downsample) else _block(layer, h, emb)
+            skips.append(h)
+        h = _block(self.mid, h, emb)
+        for layer in self.up:
+            h = layer(h) if isinstance(layer, Upsample) else _block(layer, torch.cat([h, skips.pop()], dim=1), emb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def _block(layers: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+    return h
+
+
+class SimpleUNet(nn.Module):
+    """A lighter UNet (after the learnopencv model of the original project's simple branch).
+
+    Per level one residual block then a downsample; one skip per level; attention only in the middle,
+    at the lowest resolution; on the way up, upsample, concatenate that level's skip, one residual block.
+    """
+
+    def __init__(self, in_channels: int, image_size: int, base_channels: int = 64,
+                 channel_mults: tuple[int, ...] = (1, 2, 2), num_heads: int = 1, dropout: float = 0.0):
+        super().__init__()
+        check_image_size(image_size, len(channel_mults))
+        widths = [base_channels * m for m in channel_mults]
+        emb_dim = 4 * base_channels
+        self.time_embed = TimeEmbedding(base_channels)
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        ch = base_channels
+        for level, width in enumerate(widths):
+            self.down.append(ResBlock(ch, width, emb_dim, dropout))
+            ch = width
+            if level != len(widths) - 1:
+                self.downsample.append(Downsample(ch))
+        self.mid_block1 = ResBlock(ch, ch, emb_dim, dropout)
+        self.mid_attn = Attention(ch, num_heads)
+        self.mid_block2 = ResBlock(ch, ch, emb_dim, dropout)
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for level in reversed(range(len(widths))):
+            self.up.append(ResBlock(ch + widths[level], widths[level], emb_dim, dropout))
+            ch = widths[level]
+            if level != 0:
+                self.upsample.append(Upsample(ch))
+        self.norm_out = group_norm(ch)
+        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = self.time_embed(t)
+        h = self.conv_in(x)
+        skips = []
+        for level, block in enumerate(self.down):
+            h = block(h, emb)
+            skips.append(h)
+            if level < len(self.downsample):
+                h = self.downsample[level](h)
+        h = self.mid_block2(self.mid_attn(self.mid_block1(h, emb)), emb)
+        for level, block in enumerate(self.up):
+            if level > 0:
+                h = self.upsample[level - 1](h)
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def build_model(cfg, in_channels: int, image_size: int) -> nn.Module:
+    """The network a :class:`~minidiffusion.config.ModelConfig` describes, for images of this shape."""
+    if cfg.base_channels % 8:
+        raise UserError(f"model.base_channels={cfg.base_channels} must be a multiple of 8 (GroupNorm groups)")
+    if cfg.variant == "simple":
+        return SimpleUNet(in_channels, image_size, cfg.base_channels, cfg.channel_mults, cfg.num_heads, cfg.dropout)
+    return UNet(in_channels, image_size, cfg.base_channels, cfg.channel_mults, cfg.num_res_blocks,
+                cfg.attention_resolutions, cfg.num_heads, cfg.dropout)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

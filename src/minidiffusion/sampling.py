@@ -1,0 +1,71 @@
+"""Drawing images from a trained network: per-image seeds, batches, the sampler the config names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .config import Config
+from .diffusion import SAMPLERS, eps_model, image_generators, image_seeds, make_schedule
+from .diffusion.samplers import Callback, randn
+from .errors import UserError
+from .images import to_pixels
+from .models.unet import build_model
+
+
+def load_model(path: str | Path, *, ema: bool = True, device: str = "cpu") -> tuple[nn.Module, Checkpoint]:
+    """The network of a checkpoint (EMA weights unless ``ema=False``), in eval mode on ``device``."""
+    ckpt = load_checkpoint(path)
+    data = ckpt.meta.get("data")
+    if not isinstance(data, dict) or not {"channels", "image_size"} <= data.keys():
+        raise UserError(f"{ckpt.path}: checkpoint does not record the image shape ('data' entry)")
+    net = build_model(ckpt.config.model, int(data["channels"]), int(data["image_size"]))
+    prefix = "ema" if ema and any(k.startswith("ema.") for k in ckpt.tensors) else "model"
+    state = ckpt.state_dict(prefix)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        first_line = str(e).splitlines()[0]
+        raise UserError(f"{ckpt.path}: weights do not fit the model its config describes ({first_line})") from None
+    return net.to(device).eval().requires_grad_(False), ckpt
+
+
+@torch.no_grad()
+def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, image_size: int, device: str = "cpu",
+             sampler: str | None = None, steps: int | None = None, batch_size: int | None = None, start: int = 0,
+             callback: Callback = None, progress: bool = False) -> torch.Tensor:
+    """``n`` images as uint8 (n, C, H, W) on the CPU: images start .. start+n-1 of the run with ``seed``.
+
+    Image k depends only on (seed, k), never on the batch size or on how many images are drawn.
+    Sampler options (eta, spacing, variance) come from ``cfg.sample``; ``sampler``/``steps``/``batch_size``
+    override it. ``callback`` sees every step of every batch.
+    """
+    sc = cfg.sample
+    sampler = sampler or sc.sampler
+    steps = steps or sc.steps
+    batch_size = batch_size or sc.batch_size
+    schedule = make_schedule(cfg.diffusion)
+    if not 1 <= steps <= schedule.num_timesteps:
+        raise UserError(f"--steps {steps}: must be between 1 and T={schedule.num_timesteps}")
+    if sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
+    options = {"ddpm": {"variance": sc.variance}, "ddim": {"eta": sc.eta, "spacing": sc.spacing},
+               "dpmpp": {"spacing": sc.spacing}}[sampler]
+    was_training = net.training
+    net.eval()
+    model = eps_model(net, schedule, cfg.diffusion.prediction)
+    out = []
+    starts = range(start, start + n, batch_size)
+    for b in tqdm(starts, desc="batches", leave=False, disable=not progress or len(starts) == 1):
+        count = min(batch_size, start + n - b)
+        gens = image_generators(image_seeds(seed, b, count))
+        x_T = randn((count, channels, image_size, image_size), gens, device)
+        x0 = SAMPLERS[sampler](model, x_T, schedule, steps, clip_x0=True, generator=gens, callback=callback,
+                               progress=progress, **options)
+        out.append(to_pixels(x0).cpu())
+    net.train(was_training)
+    return torch.cat(out)

@@ -1,0 +1,370 @@
+"""Training: ``train(config, out_dir)`` — read top to bottom.
+
+Reproducibility by construction: every random draw of step s (batch order, flips, timesteps, noise,
+dropout) comes from generators seeded with (seed, s), never from state carried between steps. Resuming
+from the checkpoint of step s therefore continues exactly as the uninterrupted run would have, and under
+torchrun each rank takes its slice of the same global draws, so N ranks × batch b equal 1 rank × batch N·b.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import distributed
+from .checkpoint import Checkpoint, latest_checkpoint, save_checkpoint
+from .config import Config
+from .data import ImageDataset, load_dataset
+from .diffusion import diffusion_loss, make_schedule
+from .errors import UserError
+from .images import save_grid, to_model_range
+from .models.unet import build_model, count_parameters
+from .sampling import generate
+
+log = logging.getLogger("minidiffusion")
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from a tuple of integers (seed, step, purpose...), well spread (splitmix64)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but no GPU is visible to PyTorch (use train.device=cpu or auto)")
+    return name
+
+
+class BatchOrder:
+    """Which dataset items form the global batch of step s: epoch e is randperm(n) seeded by (seed, e)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._cache:
+            self._cache = {e: p for e, p in self._cache.items() if e >= epoch - 1}
+            g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+            self._cache[epoch] = torch.randperm(self.n, generator=g)
+        return self._cache[epoch]
+
+    def indices(self, step: int) -> torch.Tensor:
+        start = step * self.batch_size
+        parts, taken = [], 0
+        while taken < self.batch_size:  # a batch may run over the end of an epoch into the next
+            epoch, offset = divmod(start + taken, self.n)
+            part = self._perm(epoch)[offset:offset + self.batch_size - taken]
+            parts.append(part)
+            taken += len(part)
+        return torch.cat(parts)
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """For streamed datasets: yields this rank's item indices for steps start .. end-1."""
+
+    def __init__(self, order: BatchOrder, start: int, end: int, rank_slice: slice):
+        self.order, self.start, self.end, self.rank_slice = order, start, end, rank_slice
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.end):
+            yield self.order.indices(step)[self.rank_slice].tolist()
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+def lr_at(cfg: Config, step: int, total: int) -> float:
+    """Linear warmup to train.lr, then constant or cosine to 0."""
+    tc = cfg.train
+    if tc.warmup_steps and step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    if tc.lr_decay == "cosine":
+        progress = (step - tc.warmup_steps) / max(1, total - tc.warmup_steps)
+        return tc.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return tc.lr
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """EMA of the weights, in place; the effective decay warms up as min(decay, (1+s)/(10+s))."""
+    d = min(decay, (1 + step) / (10 + step))
+    ema_params = [p for p in ema.parameters()]
+    torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - d)
+
+
+@dataclass
+class RunState:
+    """What a checkpoint restores."""
+    step: int = 0
+    nonfinite_in_a_row: int = 0
+    last_checkpoint: str = "none yet"
+
+
+def _check_shapes(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    mine = model.state_dict()
+    problems = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in mine.items()
+                if k in state and state[k].shape != v.shape]
+    missing = [k for k in mine if k not in state]
+    extra = [k for k in state if k not in mine]
+    if problems or missing or extra:
+        detail = "; ".join(problems[:3] + [f"missing {k}" for k in missing[:3]]
+                           + [f"unexpected {k}" for k in extra[:3]])
+        raise UserError(f"{where}: the checkpoint's model does not match this config's model ({detail})")
+
+
+def write_metrics(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Path:
+    """Train the model ``cfg`` describes, writing config, metrics, sample grids and checkpoints to ``out_dir``.
+
+    Returns the path of the final checkpoint's JSON. With ``resume``, continues from the newest complete
+    checkpoint in ``out_dir`` (starting fresh, and saying so, when there is none).
+    """
+    out = Path(out_dir)
+    device = resolve_device(cfg.train.device)
+    world = distributed.init(device)
+    if world.distributed and device == "cuda":
+        device = f"cuda:{world.local_rank}"
+    if cfg.train.batch_size % world.size:
+        raise UserError(f"train.batch_size={cfg.train.batch_size} is not divisible by the world size {world.size}")
+    rank_batch = cfg.train.batch_size // world.size
+    rank_slice = slice(world.rank * rank_batch, (world.rank + 1) * rank_batch)
+    if cfg.train.eval_every:
+        from .evaluate import TrainingEvaluator  # noqa: F401  (checked early: fails before hours of training)
+
+    # -- data, model, optimizer --------------------------------------------------------------------------------
+    data = load_dataset(cfg.data, "train")
+    total = cfg.total_steps(len(data))
+    torch.manual_seed(cfg.train.seed)  # initial weights
+    model = build_model(cfg.model, data.channels, data.image_size).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    schedule = make_schedule(cfg.diffusion)
+    fused = device.startswith("cuda")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                  fused=fused or None)
+
+    device_type = "cuda" if fused else "cpu"
+    scaler = torch.amp.GradScaler(device_type, enabled=cfg.train.precision == "fp16")
+
+    state = RunState()
+    ckpt_dir = out / "checkpoints"
+    if resume:
+        found = latest_checkpoint(out) if out.is_dir() else None
+        if found is None:
+            log.info("--resume: no checkpoint in %s yet, starting a fresh run", out)
+        else:
+            restore(found, cfg, model, ema, optimizer, scaler, state)
+            log.info("resuming from %s (step %d)", found.path, found.step)
+    elif world.is_main and ckpt_dir.is_dir() and any(ckpt_dir.glob("ckpt_*.json")):
+        raise UserError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+
+    if world.is_main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.toml").write_text(cfg.to_toml())
+        except OSError as e:
+            raise UserError(f"cannot write to output directory {out}: {e.strerror or e}") from None
+
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    net: nn.Module = model
+    if world.distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[world.local_rank] if fused else None)
+    if cfg.train.compile:
+        net = torch.compile(net)
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.precision]
+
+    order = BatchOrder(len(data), cfg.train.batch_size, cfg.train.seed)
+    batches = _batches(data, order, state.step, total, rank_slice, device, cfg)
+    n_params = count_parameters(model)
+    flip = data.flip and cfg.data.flip != "no"
+    if world.is_main:
+        log.info("%s: %d images %dx%dx%d | parameters: %s | device %s x%d | %s | global batch %d (%d x %d ranks) "
+                 "| steps %d..%d", data.name, len(data), data.channels, data.image_size, data.image_size,
+                 f"{n_params:,}", device, world.size, cfg.train.precision, cfg.train.batch_size, rank_batch,
+                 world.size, state.step, total)
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    metrics_path = out / "metrics.jsonl"
+    bar = tqdm(total=total, initial=state.step, disable=not (progress and world.is_main), dynamic_ncols=True)
+    window = _Window(device)
+    T = schedule.num_timesteps
+    start_time = time.perf_counter()
+    model.train()
+    while state.step < total:
+        step = state.step
+        pixels = next(batches)  # uint8 (b, C, H, W) on device, this rank's slice
+        g = torch.Generator(device).manual_seed(mix_seed(cfg.train.seed, step, 1))
+        shape = (cfg.train.batch_size, data.channels, data.image_size, data.image_size)
+        t = torch.randint(0, T, (shape[0],), generator=g, device=device)[rank_slice]
+        noise = torch.randn(shape, generator=g, device=device)[rank_slice]
+        x0 = to_model_range(pixels)
+        if flip:
+            flips = (torch.rand(shape[0], generator=g, device=device) < 0.5)[rank_slice]
+            x0 = torch.where(flips[:, None, None, None], x0.flip(3), x0)
+        x0, noise = x0.contiguous(memory_format=memory_format), noise.contiguous(memory_format=memory_format)
+        torch.manual_seed(mix_seed(cfg.train.seed, step, 2, world.rank))  # dropout
+
+        lr = lr_at(cfg, step, total)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            losses = diffusion_loss(net, schedule, x0, t, noise, cfg.diffusion.prediction)  # (b,)
+        loss = losses.mean()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
+        finite = bool(torch.isfinite(loss)) and (bool(torch.isfinite(grad_norm)) or scaler.is_enabled())
+        if finite:
+            scaler.step(optimizer)  # with fp16, skips the step itself when the scaled grads overflowed
+            scaler.update()
+            ema_update(ema, model, cfg.train.ema_decay, step)
+            state.nonfinite_in_a_row = 0
+            window.add(losses.detach(), t, T)
+        else:
+            state.nonfinite_in_a_row += 1
+            if world.is_main:
+                log.warning("step %d: non-finite loss or gradient, step skipped", step)
+                write_metrics(metrics_path, {"step": step, "skipped": "non-finite"})
+            if state.nonfinite_in_a_row >= cfg.train.max_nonfinite:
+                raise UserError(f"{state.nonfinite_in_a_row} non-finite steps in a row (last at step {step}); "
+                                f"last good checkpoint: {state.last_checkpoint}")
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        bar.update(1)
+
+        last = state.step == total
+        if world.is_main and (state.step % cfg.train.log_every == 0 or last) and window.count:
+            elapsed = time.perf_counter() - start_time
+            record = {"step": state.step, **window.summary(), "lr": lr,
+                      "img_per_s": window.images * world.size / max(elapsed, 1e-9)}
+            write_metrics(metrics_path, record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
+            window.reset()
+            start_time = time.perf_counter()
+        if world.is_main and (last or (cfg.train.sample_every and state.step % cfg.train.sample_every == 0)):
+            grid = generate(ema, cfg, cfg.sample.n, seed=cfg.train.seed, channels=data.channels,
+                            image_size=data.image_size, device=device)
+            save_grid(grid, out / "samples" / f"step_{state.step:08d}.png")
+            model.train()
+        if last or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
+            if world.is_main:
+                path = save_checkpoint(ckpt_dir, state.step, cfg, checkpoint_tensors(model, ema, optimizer),
+                                       checkpoint_meta(data, state, optimizer, scaler), cfg.train.keep_checkpoints)
+                state.last_checkpoint = str(path)
+            state.last_checkpoint = distributed.broadcast_object(state.last_checkpoint, world)
+    bar.close()
+    if world.is_main:
+        log.info("done: %d steps, final checkpoint %s", total, state.last_checkpoint)
+    return Path(state.last_checkpoint)
+
+
+class _Window:
+    """Loss statistics since the last log line, kept on the device (no sync per step)."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(4, device=self.device, dtype=torch.float64)
+        self.counts = torch.zeros(4, device=self.device, dtype=torch.float64)
+        self.images = 0
+
+    @property
+    def count(self) -> int:
+        return self.images
+
+    def add(self, losses: torch.Tensor, t: torch.Tensor, T: int) -> None:
+        quartile = (t * 4 // T).clamp(max=3)
+        self.sums.index_add_(0, quartile, losses.double())
+        self.counts.index_add_(0, quartile, torch.ones_like(losses, dtype=torch.float64))
+        self.images += len(losses)
+
+    def summary(self) -> dict:
+        sums, counts = self.sums.tolist(), self.counts.tolist()
+        out = {"loss": sum(sums) / max(sum(counts), 1)}
+        for q in range(4):
+            out[f"loss_q{q}"] = sums[q] / counts[q] if counts[q] else None
+        return out
+
+
+def _batches(data: ImageDataset, order: BatchOrder, start: int, total: int, rank_slice: slice, device: str,
+             cfg: Config) -> Iterator[torch.Tensor]:
+    """This rank's uint8 batch for each step from ``start``: indexed on the device when the set is in memory."""
+    if data.tensor is not None:
+        images = data.tensor.to(device)
+        for step in range(start, total):
+            yield images[order.indices(step)[rank_slice].to(device)]
+        return
+    loader = torch.utils.data.DataLoader(data, batch_sampler=StepSampler(order, start, total, rank_slice),
+                                         num_workers=cfg.data.num_workers, pin_memory=device.startswith("cuda"),
+                                         persistent_workers=False)
+    for batch in loader:
+        yield batch.to(device, non_blocking=True)
+
+
+def checkpoint_tensors(model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    for i, s in optimizer.state_dict()["state"].items():
+        tensors.update({f"optim.{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v) for k, v in s.items()})
+    return tensors
+
+
+def checkpoint_meta(data: ImageDataset, state: RunState, optimizer: torch.optim.Optimizer, scaler) -> dict:
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.state_dict()["param_groups"]]
+    return {"data": {"name": data.name, "channels": data.channels, "image_size": data.image_size},
+            "nonfinite_in_a_row": state.nonfinite_in_a_row, "optimizer_groups": groups,
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "rng": "all randomness of step s derives from (train.seed, s, rank); nothing else to restore"}
+
+
+def restore(ckpt: Checkpoint, cfg: Config, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler, state: RunState) -> None:
+    """Load weights, EMA, optimizer and counters from a checkpoint, checking the model shapes first."""
+    if ckpt.config.model != cfg.model:
+        changed = [k for k, v in vars(cfg.model).items() if getattr(ckpt.config.model, k) != v]
+        log.warning("--resume: model settings differ from the checkpoint's (%s)", ", ".join(changed))
+    for prefix, module in (("model", model), ("ema", ema)):
+        sd = ckpt.state_dict(prefix)
+        _check_shapes(module, sd, str(ckpt.path))
+        module.load_state_dict(sd)
+    opt_state = optimizer.state_dict()
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in ckpt.tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            per_param.setdefault(int(idx), {})[name] = value
+    opt_state["state"] = per_param
+    groups = ckpt.meta.get("optimizer_groups")
+    if groups:
+        for group, saved in zip(opt_state["param_groups"], groups):
+            group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()
+                          if k in group and k not in ("params", "fused", "foreach")})
+    optimizer.load_state_dict(opt_state)
+    if scaler.is_enabled() and ckpt.meta.get("scaler"):
+        scaler.load_state_dict(ckpt.meta["scaler"])
+    state.step = ckpt.step
+    state.nonfinite_in_a_row = int(ckpt.meta.get("nonfinite_in_a_row", 0))
+    state.last_checkpoint = str(ckpt.path)

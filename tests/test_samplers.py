@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from minidiffusion.diffusion import (SAMPLERS, ddim, ddpm, dpmpp, eps_from_x0, image_generators, image_seeds,
+                                     linear_schedule, timesteps)
+
+S = linear_schedule()
+
+
+def oracle(x0):
+    """An ε-model that knows the clean images: it returns the exact noise in x_t."""
+    return lambda x_t, t: eps_from_x0(S, x_t, t, x0)
+
+
+@pytest.fixture
+def x0():
+    return torch.rand(4, 1, 8, 8) * 2 - 1
+
+
+@pytest.mark.parametrize("steps", [10, 50, 1000])
+def test_ddim_with_oracle_recovers_x0(x0, steps):
+    out = ddim(oracle(x0), torch.randn_like(x0), S, steps, eta=0.0)
+    assert (out - x0).abs().max() < 1e-5
+
+
+def test_dpmpp_with_oracle_recovers_x0(x0):
+    out = dpmpp(oracle(x0), torch.randn_like(x0), S, 20)
+    assert (out - x0).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("spacing", ["uniform", "quadratic"])
+def test_timesteps(spacing):
+    for k in (1, 2, 7, 50, 999, 1000):
+        ts = timesteps(1000, k, spacing)
+        assert len(ts) == k and ts[-1] == 999 and bool((ts[1:] > ts[:-1]).all()) and ts[0] >= 0
+    assert timesteps(1000, 1000).tolist() == list(range(1000))
+    with pytest.raises(ValueError):
+        timesteps(1000, 1001)
+
+
+def test_ddpm_oracle_ends_at_x0_and_adds_noise_on_the_way(x0):
+    seen = []
+    out = ddpm(oracle(x0), torch.randn_like(x0), S, 100, callback=lambda s: seen.append(s.x_t.clone()))
+    assert (out - x0).abs().max() < 1e-4  # last step has no noise and the oracle's mean is exact
+    assert len(seen) == 100
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_callback_fires_once_per_step_with_fields(x0, name):
+    infos = []
+    SAMPLERS[name](oracle(x0), torch.randn_like(x0), S, 12, callback=infos.append)
+    assert [i.index for i in infos] == list(range(12))
+    assert [i.t for i in infos] == list(reversed(timesteps(1000, 12).tolist()))
+    assert all(i.x_t.shape == x0.shape and i.x0.shape == x0.shape for i in infos)
+    assert torch.allclose(infos[-1].x0, x0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_per_image_seeds_batch_size_invariant(name):
+    model = lambda x_t, t: 0.1 * x_t  # any deterministic ε-model
+    opts = {"eta": 1.0} if name == "ddim" else {}
+    seeds = image_seeds(7, 0, 6)
+
+    def draw(start, count):
+        gens = image_generators(seeds[start:start + count])
+        from minidiffusion.diffusion.samplers import randn
+        x_T = randn((count, 1, 4, 4), gens, "cpu")
+        return SAMPLERS[name](model, x_T, S, 20, generator=gens, **opts)
+
+    whole = draw(0, 6)
+    parts = torch.cat([draw(0, 2), draw(2, 3), draw(5, 1)])
+    assert torch.equal(whole, parts)
+    assert not torch.equal(whole[0], whole[1])
+
+
+def test_eta_zero_is_deterministic_eta_one_is_not(x0):
+    model = lambda x_t, t: 0.5 * x_t
+    x_T = torch.randn_like(x0)
+    a = ddim(model, x_T, S, 10, generator=torch.Generator().manual_seed(1))
+    b = ddim(model, x_T, S, 10, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    c = ddim(model, x_T, S, 10, eta=1.0, generator=torch.Generator().manual_seed(1))
+    d = ddim(model, x_T, S, 10, eta=1.0, generator=torch.Generator().manual_seed(2))
+    assert not torch.allclose(c, d)
+
+
+def test_ddim_eta_one_full_steps_equals_ddpm_posterior_variance():
+    """With all T steps, DDIM η=1 is ancestral sampling with the posterior ('small') variance."""
+    model = lambda x_t, t: 0.3 * x_t
+    x_T = torch.randn(2, 1, 4, 4)
+    a = ddim(model, x_T, S, 1000, eta=1.0, generator=torch.Generator().manual_seed(3))
+    b = ddpm(model, x_T, S, 1000, variance="small", generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(a, b, atol=1e-4)

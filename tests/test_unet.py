@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from minidiffusion.config import ModelConfig, load_config, preset_names
+from minidiffusion.errors import UserError
+from minidiffusion.models.unet import SimpleUNet, UNet, build_model, count_parameters, timestep_embedding
+
+TINY = dict(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(14, 16), dropout=0.0)
+
+
+def tiny(variant, channels, size):
+    if variant == "ddpm":
+        return UNet(channels, size, **TINY)
+    return SimpleUNet(channels, size, base_channels=8, channel_mults=(1, 2))
+
+
+@pytest.mark.parametrize("variant", ["ddpm", "simple"])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [28, 32])
+def test_shapes_determinism_and_gradients(variant, channels, size):
+    net = tiny(variant, channels, size)
+    x, t = torch.randn(3, channels, size, size), torch.tensor([0, 500, 999])
+    out = net(x, t)
+    assert out.shape == x.shape
+    assert torch.equal(out, net(x, t)), "eval of the same input is deterministic"
+    assert torch.count_nonzero(out) == 0, "the output convolution starts at zero"
+    torch.nn.init.normal_(net.conv_out.weight)  # so gradients reach every layer
+    net(x, t).square().mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient for {missing}"
+
+
+def test_ddpm_cifar10_preset_is_the_papers_35_7m_model():
+    cfg = load_config("cifar10")
+    n = count_parameters(build_model(cfg.model, 3, 32))
+    assert n == 35_746_307  # diffusers' google/ddpm-cifar10-32 UNet2DModel has exactly this many
+
+
+def test_channel_multipliers_do_not_compound():
+    net = UNet(1, 32, base_channels=32, channel_mults=(1, 2, 2, 2), num_res_blocks=1, attention_resolutions=())
+    widths = {m.conv2.out_channels for m in net.modules() if hasattr(m, "conv2")}
+    assert widths == {32, 64}
+
+
+def test_time_embedding_known_values():
+    emb = timestep_embedding(torch.tensor([0, 1]), 8)
+    assert torch.allclose(emb[0], torch.tensor([0, 0, 0, 0, 1, 1, 1, 1.0]))
+    freqs = torch.exp(-torch.log(torch.tensor(10000.0)) * torch.arange(4) / 3)
+    assert torch.allclose(emb[1], torch.cat([torch.sin(freqs), torch.cos(freqs)]))
+
+
+@pytest.mark.parametrize("size", [30, 27])
+def test_size_the_depth_cannot_take_is_a_clear_error(size):
+    with pytest.raises(UserError, match="divisible by 4"):
+        UNet(1, size, base_channels=8, channel_mults=(1, 2, 2))
+
+
+def test_base_channels_must_fit_group_norm():
+    with pytest.raises(UserError, match="multiple of 8"):
+        build_model(ModelConfig(base_channels=12), 1, 32)
+
+
+def test_dropout_only_in_training():
+    net = UNet(1, 16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.5)
+    torch.nn.init.normal_(net.conv_out.weight)
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([3, 4])
+    net.eval()
+    assert torch.equal(net(x, t), net(x, t))
+    net.train()
+    assert not torch.equal(net(x, t), net(x, t))
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_builds(name):
+    cfg = load_config(name)
+    channels, size = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}[cfg.data.name]
+    size = cfg.data.image_size or size
+    assert count_parameters(build_model(cfg.model, channels, size)) > 0
