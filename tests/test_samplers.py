@@ -1,8 +1,17 @@
 import pytest
 import torch
 
-from minidiffusion.diffusion import (SAMPLERS, ddim, ddpm, dpmpp, eps_from_x0, image_generators, image_seeds,
-                                     linear_schedule, timesteps)
+from minidiffusion.diffusion import (
+    SAMPLERS,
+    ddim,
+    ddpm,
+    dpmpp,
+    eps_from_x0,
+    image_generators,
+    image_seeds,
+    linear_schedule,
+    timesteps,
+)
 
 S = linear_schedule()
 

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -38,7 +39,7 @@ def test_cosine_matches_formula():
 
 def test_schedule_is_immutable_value():
     s = linear_schedule(10)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.betas = torch.zeros(10)
     with pytest.raises(ValueError):
         Schedule(torch.linspace(0, 0.5, 10, dtype=torch.float64))  # β = 0 is not a noise step
