@@ -31,7 +31,10 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels // 4) if channels % 32 else 32, channels, eps=1e-6)
+    """GroupNorm with 32 groups (the paper's) where channels allow it, else the most groups of >= 4 channels."""
+    limit = max(1, min(32, channels // 4))
+    groups = max(g for g in range(1, limit + 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels, eps=1e-6)
 
 
 class ResBlock(nn.Module):

@@ -1,0 +1,83 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minidiffusion.cli import main
+from minidiffusion.config import load_config
+from tests.helpers import make_folder, tiny_config
+
+
+def run_cli(*args):
+    """The real console entry point in a subprocess: exit code, stdout, stderr."""
+    p = subprocess.run([sys.executable, "-m", "minidiffusion", *args], capture_output=True, text=True, timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_dry_run_prints_config_and_exact_parameter_count():
+    code, out, err = run_cli("train", "--config", "configs/cifar10.toml", "--dry-run")
+    assert code == 0, err
+    assert "parameters: 35,746,307" in out.splitlines()
+    assert load_config("cifar10").to_toml() in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--set", "train.lrr=1", "--dry-run"], "unknown key 'train.lrr'"),
+    (["train", "--set", "train.lr=fast", "--dry-run"], "train.lr: expected float"),
+    (["train", "--set", "train.precision=fp8", "--dry-run"], "not one of fp32, bf16, fp16"),
+    (["train", "--set", "train.batch_size=0", "--dry-run"], "below the minimum 1"),
+    (["train", "--set", "lr=1", "--dry-run"], "expected section.key=value"),
+    (["train", "--config", "nope", "--dry-run"], "config 'nope' not found"),
+    (["train", "--set", "data.image_size=30", "--dry-run"], "divisible by 4"),
+    (["sample", "--checkpoint", "missing_dir"], "not found"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_user_errors_are_one_line_exit_2(args, message):
+    code, out, err = run_cli(*args)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "visualize", "evaluate"])
+def test_help_shows_defaults_and_an_example(command):
+    code, out, _ = run_cli(command, "--help")
+    assert code == 0 and "example" in out.lower()
+
+
+def test_train_then_sample_every_output_kind(tmp_path, capsys):
+    root = make_folder(tmp_path / "data")
+    cfg = tiny_config(root)
+    (tmp_path / "tiny.toml").write_text(cfg.to_toml())
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "tiny.toml"), "--out", str(run), "--no-progress"]) == 0
+    assert main(["sample", "--checkpoint", str(run), "--n", "5", "--steps", "2", "--out", str(tmp_path / "s.npz"),
+                 "--no-progress"]) == 0
+    images = np.load(tmp_path / "s.npz")["images"]
+    assert images.shape == (5, 8, 8, 1) and images.dtype == np.uint8
+    # per-image seeds: the first 3 of 5 equal a 3-image run, whatever the batch size
+    assert main(["sample", "--checkpoint", str(run), "--n", "3", "--steps", "2", "--batch-size", "2",
+                 "--out", str(tmp_path / "s3.npz"), "--no-progress"]) == 0
+    assert np.array_equal(np.load(tmp_path / "s3.npz")["images"], images[:3])
+    assert main(["sample", "--checkpoint", str(run), "--n", "3", "--steps", "2", "--out", str(tmp_path / "dir"),
+                 "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    assert main(["sample", "--checkpoint", str(run), "--n", "4", "--steps", "2", "--sampler", "ddpm",
+                 "--out", str(tmp_path / "grid.png"), "--no-progress"]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    assert main(["sample", "--checkpoint", str(run), "--n", "2", "--steps", "2000", "--no-progress"]) == 2
+    assert "between 1 and T=1000" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_preset_smoke_as_documented(tmp_path):
+    """The issue's own smoke: quick preset 30 steps on MNIST, then a 16-image npz."""
+    run = tmp_path / "t"
+    code, _, err = run_cli("train", "--config", "configs/quick.toml", "--set", "train.steps=30", "--out", str(run))
+    assert code == 0, err
+    code, _, err = run_cli("sample", "--checkpoint", str(run), "--n", "16", "--sampler", "ddim", "--steps", "10",
+                           "--out", str(tmp_path / "s.npz"))
+    assert code == 0, err
+    images = np.load(tmp_path / "s.npz")["images"]
+    assert images.shape == (16, 28, 28, 1) and images.dtype == np.uint8

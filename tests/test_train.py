@@ -1,0 +1,91 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from minidiffusion.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from minidiffusion.errors import UserError
+from minidiffusion.train import BatchOrder, lr_at, train
+from tests.helpers import make_folder, tiny_config
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("data"))
+
+
+def test_run_directory_contents(folder, tmp_path):
+    cfg = tiny_config(folder)
+    final = train(cfg, tmp_path / "run", progress=False)
+    assert final == tmp_path / "run" / "checkpoints" / "ckpt_00000006.json"
+    assert (tmp_path / "run" / "config.toml").read_text() == cfg.to_toml()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [2, 4, 6]
+    assert all({"loss", "loss_q0", "loss_q3", "lr", "img_per_s"} <= r.keys() for r in lines)
+    assert (tmp_path / "run" / "samples" / "step_00000006.png").is_file()
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [3, 6]
+    ckpt = load_checkpoint(final)
+    assert ckpt.step == 6 and ckpt.config == cfg and ckpt.meta["data"] == {"name": "folder", "channels": 1,
+                                                                           "image_size": 8}
+
+
+def test_resume_reproduces_the_uninterrupted_run(folder, tmp_path):
+    cfg = tiny_config(folder, model={"dropout": 0.1})  # dropout too: its randomness is per step as well
+    train(cfg, tmp_path / "full", progress=False)
+    # The state after step 3 is exactly what a run stopped there leaves: drop the step-6 checkpoint and resume.
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    for suffix in (".json", ".safetensors"):
+        (tmp_path / "cut" / "checkpoints" / f"ckpt_00000006{suffix}").unlink()
+    train(cfg, tmp_path / "cut", resume=True, progress=False)
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "cut")
+    assert a.step == b.step == 6
+    for key in a.tensors:
+        assert torch.equal(a.tensors[key], b.tensors[key]), key
+    full_log = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    cut_log = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    loss = lambda line: json.loads(line)["loss"]
+    assert loss(full_log[-1]) == loss(cut_log[-1])
+
+
+def test_resume_without_checkpoint_starts_fresh(folder, tmp_path, caplog):
+    caplog.set_level("INFO", logger="minidiffusion")
+    train(tiny_config(folder, train={"steps": 2}), tmp_path / "new", resume=True, progress=False)
+    assert "starting a fresh run" in caplog.text
+    assert latest_checkpoint(tmp_path / "new").step == 2
+
+
+def test_refuses_to_overwrite_a_run_without_resume(folder, tmp_path):
+    cfg = tiny_config(folder, train={"steps": 2})
+    train(cfg, tmp_path / "r", progress=False)
+    with pytest.raises(UserError, match="--resume"):
+        train(cfg, tmp_path / "r", progress=False)
+
+
+def test_resume_with_a_different_model_names_the_tensors(folder, tmp_path):
+    train(tiny_config(folder, train={"steps": 2}), tmp_path / "r", progress=False)
+    other = tiny_config(folder, train={"steps": 4}, model={"base_channels": 16})
+    with pytest.raises(UserError, match=r"time_embed.mlp.0.weight \(32, 8\) vs \(64, 16\)"):
+        train(other, tmp_path / "r", resume=True, progress=False)
+
+
+def test_training_reduces_the_loss(folder, tmp_path):
+    cfg = tiny_config(folder, train={"steps": 60, "log_every": 10, "checkpoint_every": 0, "batch_size": 16})
+    train(cfg, tmp_path / "r", progress=False)
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_batch_order_covers_each_epoch_once():
+    order = BatchOrder(10, 4, seed=3)
+    seen = torch.cat([order.indices(s) for s in range(5)])  # 20 items = 2 epochs
+    assert sorted(seen[:10].tolist()) == list(range(10)) and sorted(seen[10:].tolist()) == list(range(10))
+    assert torch.equal(order.indices(3), BatchOrder(10, 4, seed=3).indices(3)), "a pure function of the step"
+    assert not torch.equal(order.indices(0), BatchOrder(10, 4, seed=4).indices(0))
+
+
+def test_learning_rate_schedule():
+    cfg = tiny_config("x", train={"lr": 1.0, "warmup_steps": 4, "lr_decay": "cosine"})
+    assert [lr_at(cfg, s, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(cfg, 8, 12) == pytest.approx(0.5)
+    assert lr_at(cfg, 12, 12) == pytest.approx(0.0)
