@@ -85,19 +85,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     channels, size = ckpt.meta["data"]["channels"], ckpt.meta["data"]["image_size"]
     recorder = None
     if args.video or args.snapshots:
-        from .visualize import DenoisingRecorder
+        from .visualize import DenoisingRecorder, check_video_path, parse_timesteps
 
         if args.n > (args.batch_size or cfg.sample.batch_size):
             raise UserError("--video/--snapshots record one batch: use --n <= --batch-size")
+        if args.video:
+            check_video_path(args.video)  # a bad extension or a missing extra fails before sampling, not after
+        if args.snapshots:
+            wanted = parse_timesteps(args.snapshots, cfg.diffusion.num_timesteps)
         recorder = DenoisingRecorder(every=args.every, with_x0=args.with_x0)
     images = generate(net, cfg, args.n, seed=args.seed, channels=channels, image_size=size, device=device,
                       sampler=args.sampler, steps=args.steps, batch_size=args.batch_size, callback=recorder,
                       progress=not args.no_progress)
     out = Path(args.out)
     if args.snapshots:
-        from .visualize import parse_timesteps, snapshot_strip
+        from .visualize import snapshot_strip
 
-        wanted = parse_timesteps(args.snapshots, cfg.diffusion.num_timesteps)
         save_png(snapshot_strip(recorder, images, wanted), out)
         print(f"wrote {out}")
     elif out.suffix == ".npz":
