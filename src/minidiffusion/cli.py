@@ -73,12 +73,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from . import distributed
     from .images import make_grid, save_grid, save_png
-    from .sampling import generate, load_model
+    from .sampling import generate_sharded, load_model
     from .train import resolve_device
 
     device = resolve_device(args.device)
-    net, ckpt = load_model(args.checkpoint, ema=not args.no_ema, device=device)
+    world = distributed.init(device)  # under torchrun, each rank draws a contiguous share of the images
+    device = distributed.local_device(device, world)
+    net, ckpt = distributed.agreed(lambda: load_model(args.checkpoint, ema=not args.no_ema, device=device), world)
     cfg = ckpt.config
     if args.set:
         cfg = cfg.replace(**_sections(args.set, allowed=("sample",)))
@@ -87,6 +90,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.video or args.snapshots:
         from .visualize import DenoisingRecorder, check_video_path, parse_timesteps
 
+        if world.distributed:
+            raise distributed.EveryRankError("--video/--snapshots record one batch in one process: run them "
+                                             "without torchrun", quiet=not world.is_main)
         if args.n > (args.batch_size or cfg.sample.batch_size):
             raise UserError("--video/--snapshots record one batch: use --n <= --batch-size")
         if args.video:
@@ -94,9 +100,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if args.snapshots:
             wanted = parse_timesteps(args.snapshots, cfg.diffusion.num_timesteps)
         recorder = DenoisingRecorder(every=args.every, with_x0=args.with_x0)
-    images = generate(net, cfg, args.n, seed=args.seed, channels=channels, image_size=size, device=device,
-                      sampler=args.sampler, steps=args.steps, batch_size=args.batch_size, callback=recorder,
-                      progress=not args.no_progress)
+    images = generate_sharded(net, cfg, args.n, seed=args.seed, channels=channels, image_size=size, device=device,
+                              world=world, sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
+                              callback=recorder, progress=not args.no_progress)
+    if not world.is_main:
+        return 0  # rank 0 holds all the images and writes them
     out = Path(args.out)
     if args.snapshots:
         from .visualize import snapshot_strip
@@ -185,22 +193,50 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("MINIDIFFUSION_DEBUG") == "1"
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for all; the others warn only
+    logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING, format="%(message)s", stream=sys.stderr)
     try:
         args = build_parser().parse_args(argv)
         for name in ("n", "steps", "batch_size", "fps", "every"):
             value = getattr(args, name, None)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        return args.func(args)
+        code = args.func(args)
+        if "torch.distributed" in sys.modules:  # leave torchrun's process group cleanly (NCCL warns otherwise)
+            from .distributed import shutdown
+
+            shutdown()
+        return code
     except UserError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        if not getattr(e, "quiet", False):  # under torchrun, an error that every rank hits is printed once
+            print(f"error{_rank_tag()}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        failure = None if debug else _distributed_failure(e)
+        if failure is None:
+            raise
+        print(f"error{_rank_tag()}: {failure}", file=sys.stderr)
+        return 1
+
+
+def _rank_tag() -> str:
+    """' (rank R)' on the ranks other than 0 of a torchrun launch: each error line says where it happened."""
+    rank = os.environ.get("RANK", "0")
+    return f" (rank {rank})" if os.environ.get("WORLD_SIZE", "1") not in ("", "1") and rank != "0" else ""
+
+
+def _distributed_failure(e: Exception) -> str | None:
+    """One line when ``e`` means torchrun's process group broke (a peer died, a collective timed out), else None."""
+    if "torch.distributed" not in sys.modules:  # nothing distributed ran: do not import torch to find out
+        return None
+    from .distributed import describe_failure
+
+    return describe_failure(e)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import Config
 from .diffusion import SAMPLERS, eps_model, image_generators, image_seeds, make_schedule
 from .diffusion.samplers import Callback, randn
+from .distributed import World
 from .errors import UserError
 from .images import to_pixels
 from .models.unet import build_model
@@ -68,4 +70,24 @@ def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, i
                                progress=progress, **options)
         out.append(to_pixels(x0).cpu())
     net.train(was_training)
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.empty((0, channels, image_size, image_size), dtype=torch.uint8)
+
+
+def generate_sharded(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, image_size: int,
+                     device: str = "cpu", world: World | None = None, start: int = 0, progress: bool = False,
+                     **kw) -> torch.Tensor:
+    """``generate`` split across the ranks of ``world`` (a collective under torchrun: call it on every rank).
+
+    Rank r draws its contiguous share ``distributed.shard(n, world)`` of the image indices and every rank returns
+    all ``n`` images, (n, C, H, W) on the CPU in index order: exactly what ``generate(net, cfg, n, seed=seed, ...)``
+    returns in one process (uint8 unless ``output="float"``), since image k depends only on (seed, k). A rank whose
+    share is empty (n < world size) still takes part. Other keyword arguments go to ``generate`` on every rank.
+    """
+    world = world or World()
+    mine = distributed.shard(n, world)
+    try:
+        images = generate(net, cfg, len(mine), seed=seed, channels=channels, image_size=image_size, device=device,
+                          start=start + mine.start, progress=progress and world.is_main, **kw)
+    except UserError as e:  # bad options fail alike on every rank: one of them says so
+        raise distributed.EveryRankError(str(e), quiet=not world.is_main) from None
+    return distributed.gather_rows(images, world)

@@ -9,6 +9,7 @@ torchrun each rank takes its slice of the same global draws, so N ranks × batch
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
@@ -22,14 +23,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import Checkpoint, latest_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config
 from .data import ImageDataset, load_dataset
 from .diffusion import diffusion_loss, make_schedule
 from .errors import UserError
 from .images import save_grid, to_model_range
 from .models.unet import build_model, count_parameters
-from .sampling import generate
+from .sampling import generate_sharded
 
 log = logging.getLogger("minidiffusion")
 
@@ -142,18 +143,20 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     """
     out = Path(out_dir)
     device = resolve_device(cfg.train.device)
+    world = distributed.World.from_env()
+    if cfg.train.batch_size % world.size:  # checked before joining the group: every rank stops at once, alike
+        raise distributed.EveryRankError(
+            f"train.batch_size={cfg.train.batch_size} is not divisible by the world size {world.size} (it is the "
+            f"global batch: each rank takes batch_size / world size)", quiet=not world.is_main)
     world = distributed.init(device)
-    if world.distributed and device == "cuda":
-        device = f"cuda:{world.local_rank}"
-    if cfg.train.batch_size % world.size:
-        raise UserError(f"train.batch_size={cfg.train.batch_size} is not divisible by the world size {world.size}")
+    device = distributed.local_device(device, world)
     rank_batch = cfg.train.batch_size // world.size
     rank_slice = slice(world.rank * rank_batch, (world.rank + 1) * rank_batch)
     if cfg.train.eval_every:
         from .evaluate import TrainingEvaluator  # noqa: F401  (checked early: fails before hours of training)
 
     # -- data, model, optimizer --------------------------------------------------------------------------------
-    data = load_dataset(cfg.data, "train")
+    data = distributed.main_first(lambda: load_dataset(cfg.data, "train"), world)  # one download per disk
     total = cfg.total_steps(len(data))
     torch.manual_seed(cfg.train.seed)  # initial weights
     model = build_model(cfg.model, data.channels, data.image_size).to(device)
@@ -168,22 +171,22 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
 
     state = RunState()
     ckpt_dir = out / "checkpoints"
+    # Rank 0 looks at the run directory and every rank follows its answer (see distributed.py): the checkpoint to
+    # resume from is the same on all ranks, and so is the refusal to overwrite a run.
     if resume:
-        found = latest_checkpoint(out) if out.is_dir() else None
+        latest = latest_checkpoint(out) if world.is_main and out.is_dir() else None
+        found = distributed.broadcast_object(None if latest is None else (str(latest.path), latest.step), world)
         if found is None:
-            log.info("--resume: no checkpoint in %s yet, starting a fresh run", out)
+            if world.is_main:
+                log.info("--resume: no checkpoint in %s yet, starting a fresh run", out)
         else:
-            restore(found, cfg, model, ema, optimizer, scaler, state)
-            log.info("resuming from %s (step %d)", found.path, found.step)
-    elif world.is_main and ckpt_dir.is_dir() and any(ckpt_dir.glob("ckpt_*.json")):
-        raise UserError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
-
-    if world.is_main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.toml").write_text(cfg.to_toml())
-        except OSError as e:
-            raise UserError(f"cannot write to output directory {out}: {e.strerror or e}") from None
+            distributed.agreed(lambda: restore(latest or _load_for_resume(found[0]), cfg, model, ema, optimizer,
+                                               scaler, state), world)
+            if world.is_main:
+                log.info("resuming from %s (step %d)", *found)
+    else:
+        distributed.on_main(lambda: _refuse_to_overwrite(out), world)
+    distributed.on_main(lambda: _write_config(cfg, out), world)
 
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -231,10 +234,13 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
             losses = diffusion_loss(net, schedule, x0, t, noise, cfg.diffusion.prediction)  # (b,)
         loss = losses.mean()
-        scaler.scale(loss).backward()
+        scaler.scale(loss).backward()  # under DDP, returns once the gradients are averaged over the ranks
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
-        finite = bool(torch.isfinite(loss)) and (bool(torch.isfinite(grad_norm)) or scaler.is_enabled())
+        # Skipping is decided on the loss summed over the ranks, so that all skip together: a rank that stepped
+        # its optimizer or EMA alone would leave the others' weights behind for good.
+        global_loss = distributed.all_sum(loss.detach(), world)
+        finite = bool(torch.isfinite(global_loss)) and (bool(torch.isfinite(grad_norm)) or scaler.is_enabled())
         if finite:
             scaler.step(optimizer)  # with fp16, skips the step itself when the scaled grads overflowed
             scaler.update()
@@ -247,32 +253,41 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                 log.warning("step %d: non-finite loss or gradient, step skipped", step)
                 write_metrics(metrics_path, {"step": step, "skipped": "non-finite"})
             if state.nonfinite_in_a_row >= cfg.train.max_nonfinite:
-                raise UserError(f"{state.nonfinite_in_a_row} non-finite steps in a row (last at step {step}); "
-                                f"last good checkpoint: {state.last_checkpoint}")
+                raise distributed.EveryRankError(
+                    f"{state.nonfinite_in_a_row} non-finite steps in a row (last at step {step}); last good "
+                    f"checkpoint: {state.last_checkpoint}", quiet=not world.is_main)
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         bar.update(1)
 
         last = state.step == total
-        if world.is_main and (state.step % cfg.train.log_every == 0 or last) and window.count:
+        if (state.step % cfg.train.log_every == 0 or last) and window.count:
             elapsed = time.perf_counter() - start_time
-            record = {"step": state.step, **window.summary(), "lr": lr,
-                      "img_per_s": window.images * world.size / max(elapsed, 1e-9)}
-            write_metrics(metrics_path, record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
+            summary = window.summary(world)  # every rank takes part: the line describes the global batch
+            if world.is_main:
+                record = {"step": state.step, **summary, "lr": lr,
+                          "img_per_s": window.images * world.size / max(elapsed, 1e-9)}
+                write_metrics(metrics_path, record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
             window.reset()
             start_time = time.perf_counter()
-        if world.is_main and (last or (cfg.train.sample_every and state.step % cfg.train.sample_every == 0)):
-            grid = generate(ema, cfg, cfg.sample.n, seed=cfg.train.seed, channels=data.channels,
-                            image_size=data.image_size, device=device)
-            save_grid(grid, out / "samples" / f"step_{state.step:08d}.png")
+        if last or (cfg.train.sample_every and state.step % cfg.train.sample_every == 0):
+            grid = generate_sharded(ema, cfg, cfg.sample.n, seed=cfg.train.seed, channels=data.channels,
+                                    image_size=data.image_size, device=device, world=world)
+            if world.is_main:
+                save_grid(grid, out / "samples" / f"step_{state.step:08d}.png")
             model.train()
         if last or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
-            if world.is_main:
-                path = save_checkpoint(ckpt_dir, state.step, cfg, checkpoint_tensors(model, ema, optimizer),
-                                       checkpoint_meta(data, state, optimizer, scaler), cfg.train.keep_checkpoints)
-                state.last_checkpoint = str(path)
-            state.last_checkpoint = distributed.broadcast_object(state.last_checkpoint, world)
+            tensors = checkpoint_tensors(model, ema, optimizer)
+            # Only rank 0 writes, which is right only while every rank holds the same weights, EMA and optimizer
+            # state (DDP averages the gradients; everything after that is deterministic). Cheap to confirm.
+            if not distributed.ranks_agree(tensors.values(), world) and world.is_main:
+                log.warning("step %d: the ranks hold different weights; the checkpoint has rank 0's (a bug: please "
+                            "report it)", state.step)
+            # on_main returns on every rank only once rank 0's write is complete: nobody runs ahead of the file.
+            write = functools.partial(save_checkpoint, ckpt_dir, state.step, cfg, tensors,
+                                      checkpoint_meta(data, state, optimizer, scaler), cfg.train.keep_checkpoints)
+            state.last_checkpoint = str(distributed.on_main(write, world))
     bar.close()
     if world.is_main:
         log.info("done: %d steps, final checkpoint %s", total, state.last_checkpoint)
@@ -301,8 +316,11 @@ class _Window:
         self.counts.index_add_(0, quartile, torch.ones_like(losses, dtype=torch.float64))
         self.images += len(losses)
 
-    def summary(self) -> dict:
-        sums, counts = self.sums.tolist(), self.counts.tolist()
+    def summary(self, world: distributed.World | None = None) -> dict:
+        """Mean loss, overall and per timestep quartile; summed over the ranks of ``world`` (a collective)."""
+        world = world or distributed.World()
+        sums = distributed.all_sum(self.sums, world).tolist()
+        counts = distributed.all_sum(self.counts, world).tolist()
         out = {"loss": sum(sums) / max(sum(counts), 1)}
         for q in range(4):
             out[f"loss_q{q}"] = sums[q] / counts[q] if counts[q] else None
@@ -322,6 +340,29 @@ def _batches(data: ImageDataset, order: BatchOrder, start: int, total: int, rank
                                          persistent_workers=False)
     for batch in loader:
         yield batch.to(device, non_blocking=True)
+
+
+def _refuse_to_overwrite(out: Path) -> None:
+    ckpt_dir = out / "checkpoints"
+    if ckpt_dir.is_dir() and any(ckpt_dir.glob("ckpt_*.json")):
+        raise UserError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+
+
+def _write_config(cfg: Config, out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text(cfg.to_toml())
+    except OSError as e:
+        raise UserError(f"cannot write to output directory {out}: {e.strerror or e}") from None
+
+
+def _load_for_resume(path: str) -> Checkpoint:
+    """The checkpoint rank 0 chose, read by another rank: it must see the same run directory."""
+    try:
+        return load_checkpoint(path)
+    except UserError as e:
+        raise UserError(f"{e} (every rank resumes from rank 0's newest checkpoint: all nodes need to see the run "
+                        f"directory, e.g. on a shared disk)") from None
 
 
 def checkpoint_tensors(model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
