@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from .errors import UserError
 FORMAT = "minidiffusion-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d+)\.json$")
+
+log = logging.getLogger("minidiffusion")
 
 
 @dataclass
@@ -93,6 +96,8 @@ def save_checkpoint(directory: Path, step: int, config: Config, tensors: dict[st
         _fsync_dir(directory)
     except OSError as e:
         tmp.unlink(missing_ok=True)
+        if not (directory / f"ckpt_{step:08d}.json").exists():
+            weights.unlink(missing_ok=True)  # tensors without their record are no checkpoint, only lost space
         raise UserError(f"could not write checkpoint for step {step} in {directory}: {e.strerror or e} "
                         f"(earlier checkpoints are untouched)") from None
     prune(directory, keep)
@@ -138,11 +143,15 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
     """Load a checkpoint from its .json or .safetensors file, or the newest complete one in a run directory."""
     path = Path(path)
     if path.is_dir():
-        found = latest_checkpoint(path)
+        found, skipped = _newest_complete(path)
         if found is None:
-            raise UserError(f"no complete checkpoint in {path}")
+            why = f" (the newest, {skipped[0]})" if skipped else ""
+            raise UserError(f"no complete checkpoint in {path}{why}")
         return found
     if path.suffix == ".safetensors":
+        if path.is_file() and not path.with_suffix(".json").is_file():
+            raise UserError(f"{path}: no {path.with_suffix('.json').name} beside it, so not a minidiffusion checkpoint "
+                            f"(that record holds its config and checksum)")
         path = path.with_suffix(".json")
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found")
@@ -161,11 +170,24 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
 
 
 def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
-    """The newest checkpoint in ``run_dir`` (or ``run_dir/checkpoints``) that loads and verifies, or None."""
+    """The newest checkpoint in ``run_dir`` (or ``run_dir/checkpoints``) that loads and verifies, or None.
+
+    Newer records that do not load (torn by a crash, foreign, from a newer version) are skipped with a warning.
+    """
+    found, skipped = _newest_complete(run_dir)
+    if found is not None:
+        for why in skipped:
+            log.warning("skipping a checkpoint that does not load: %s", why)
+    return found
+
+
+def _newest_complete(run_dir: Path) -> tuple[Checkpoint | None, list[str]]:
+    """The newest checkpoint that loads, and why each newer record did not (newest first)."""
     directory = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
+    skipped = []
     for _, path in reversed(list_checkpoints(directory)):
         try:
-            return load_checkpoint(path)
-        except UserError:
-            continue  # torn or foreign: fall back to the previous one
-    return None
+            return load_checkpoint(path), skipped
+        except UserError as e:
+            skipped.append(str(e))  # torn or foreign (the message names the file): fall back to the previous one
+    return None, skipped

@@ -221,7 +221,7 @@ def read_toml(path_or_name: str | Path) -> dict[str, Any]:
         raise UserError(f"config '{path_or_name}' not found (a TOML file, or a preset: {', '.join(preset_names())})")
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, RecursionError) as e:  # tomllib recurses once per level of [[[...]]] nesting
         raise UserError(f"{where}: not valid TOML: {e}") from None
 
 
@@ -241,7 +241,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     raw = raw.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         value = raw  # a bare word such as cosine or /data/cifar
     if isinstance(value, str) and "," in value and not raw.startswith(('"', "'")):
         value = [_scalar(v.strip()) for v in value.split(",") if v.strip()]  # 1,2,2 -> [1, 2, 2]
@@ -251,7 +251,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 def _scalar(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return raw
 
 
