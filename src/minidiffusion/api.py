@@ -1,0 +1,67 @@
+"""The Python API in two lines: ``model = minidiffusion.load("runs/mnist")``, ``model.sample(16)``.
+
+Training from Python uses the same config objects as the command line::
+
+    cfg = minidiffusion.load_config("quick", ["train.steps=500"])   # a preset or TOML file + overrides
+    minidiffusion.train(cfg, "runs/quick")                          # returns the final checkpoint's path
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import Checkpoint
+from .config import Config
+from .errors import UserError
+from .models.unet import count_parameters
+from .sampling import generate, load_model
+
+
+class Model:
+    """A trained network with its config and image shape, ready to sample. Made by :func:`load`."""
+
+    def __init__(self, net: nn.Module, config: Config, image_shape: tuple[int, int, int], device: str = "cpu",
+                 checkpoint: Checkpoint | None = None):
+        self.net = net  # in eval mode, gradients off
+        self.config = config
+        self.image_shape = image_shape  # (C, H, W)
+        self.device = device
+        self.checkpoint = checkpoint
+
+    def sample(self, n: int, sampler: str = "ddim", steps: int = 50, seed: int = 0, batch_size: int | None = None,
+               output: str = "uint8", progress: bool = False, **options: Any) -> torch.Tensor:
+        """``n`` images: uint8 (n, C, H, W), or float32 in [-1, 1] with ``output="float"``; on the CPU.
+
+        Image k depends only on (seed, k): the same for any ``n`` > k and any ``batch_size`` (default: the
+        config's sample.batch_size). ``options`` are other [sample] keys, e.g. ``eta=1.0``, ``variance="small"``.
+        """
+        if n < 1:
+            raise UserError(f"n={n}: draw at least one image")
+        cfg = self.config.replace(sample=options) if options else self.config
+        channels, size, _ = self.image_shape
+        return generate(self.net, cfg, n, seed=seed, channels=channels, image_size=size, device=self.device,
+                        sampler=sampler, steps=steps, batch_size=batch_size, progress=progress, output=output)
+
+    def __repr__(self) -> str:
+        c, h, w = self.image_shape
+        where = f", step {self.checkpoint.step} of {self.checkpoint.path}" if self.checkpoint else ""
+        return (f"Model({self.config.model.variant} UNet, {count_parameters(self.net):,} parameters, "
+                f"images {c}x{h}x{w}, {self.device}{where})")
+
+
+def load(path: str | Path, *, ema: bool = True, device: str = "cpu") -> Model:
+    """The model of a run directory (its newest complete checkpoint) or of one checkpoint file.
+
+    ``ema=False`` takes the raw weights instead of their exponential moving average; ``device`` is
+    ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (the GPU when there is one).
+    """
+    from .train import resolve_device
+
+    device = resolve_device(device) if device in ("auto", "cuda") else device
+    net, ckpt = load_model(path, ema=ema, device=device)
+    channels, size = int(ckpt.meta["data"]["channels"]), int(ckpt.meta["data"]["image_size"])
+    return Model(net, ckpt.config, (channels, size, size), device, ckpt)
