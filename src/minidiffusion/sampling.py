@@ -39,8 +39,10 @@ def load_model(path: str | Path, *, ema: bool = True, device: str = "cpu") -> tu
 @torch.no_grad()
 def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, image_size: int, device: str = "cpu",
              sampler: str | None = None, steps: int | None = None, batch_size: int | None = None, start: int = 0,
-             callback: Callback = None, progress: bool = False) -> torch.Tensor:
+             callback: Callback = None, progress: bool = False, output: str = "uint8") -> torch.Tensor:
     """``n`` images as uint8 (n, C, H, W) on the CPU: images start .. start+n-1 of the run with ``seed``.
+
+    ``output="float"`` returns the sampler's float32 result in [-1, 1] instead, unquantized.
 
     Image k depends only on (seed, k), never on the batch size or on how many images are drawn.
     Sampler options (eta, spacing, variance) come from ``cfg.sample``; ``sampler``/``steps``/``batch_size``
@@ -55,6 +57,8 @@ def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, i
         raise UserError(f"--steps {steps}: must be between 1 and T={schedule.num_timesteps}")
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
+    if output not in ("uint8", "float"):
+        raise UserError(f"output={output!r}: choose 'uint8' (pixels) or 'float' (model range [-1, 1])")
     options = {"ddpm": {"variance": sc.variance}, "ddim": {"eta": sc.eta, "spacing": sc.spacing},
                "dpmpp": {"spacing": sc.spacing}}[sampler]
     was_training = net.training
@@ -68,9 +72,10 @@ def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, i
         x_T = randn((count, channels, image_size, image_size), gens, device)
         x0 = SAMPLERS[sampler](model, x_T, schedule, steps, clip_x0=True, generator=gens, callback=callback,
                                progress=progress, **options)
-        out.append(to_pixels(x0).cpu())
+        out.append((to_pixels(x0) if output == "uint8" else x0.float().clamp(-1, 1)).cpu())
     net.train(was_training)
-    return torch.cat(out) if out else torch.empty((0, channels, image_size, image_size), dtype=torch.uint8)
+    dtype = torch.uint8 if output == "uint8" else torch.float32
+    return torch.cat(out) if out else torch.empty((0, channels, image_size, image_size), dtype=dtype)
 
 
 def generate_sharded(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, image_size: int,

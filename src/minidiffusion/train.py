@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import logging
 import math
+import sys
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ from .config import Config
 from .data import ImageDataset, load_dataset
 from .diffusion import diffusion_loss, make_schedule
 from .errors import UserError
-from .images import save_grid, to_model_range
+from .images import make_grid, save_grid, to_model_range
+from .logging_backends import MetricsLogger, require_backends
 from .models.unet import build_model, count_parameters
 from .sampling import generate_sharded
 
@@ -130,11 +132,6 @@ def _check_shapes(model: nn.Module, state: dict[str, torch.Tensor], where: str) 
         raise UserError(f"{where}: the checkpoint's model does not match this config's model ({detail})")
 
 
-def write_metrics(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Path:
     """Train the model ``cfg`` describes, writing config, metrics, sample grids and checkpoints to ``out_dir``.
 
@@ -154,6 +151,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     rank_slice = slice(world.rank * rank_batch, (world.rank + 1) * rank_batch)
     if cfg.train.eval_every:
         from .evaluate import TrainingEvaluator  # noqa: F401  (checked early: fails before hours of training)
+    require_backends(cfg.train.log)  # likewise a missing TensorBoard
 
     # -- data, model, optimizer --------------------------------------------------------------------------------
     data = distributed.main_first(lambda: load_dataset(cfg.data, "train"), world)  # one download per disk
@@ -208,7 +206,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                  world.size, state.step, total)
 
     # -- the loop ------------------------------------------------------------------------------------------------
-    metrics_path = out / "metrics.jsonl"
+    logger = MetricsLogger(out, cfg.train.log if world.is_main else ())  # metrics.jsonl, tb/: rank 0 only
     bar = tqdm(total=total, initial=state.step, disable=not (progress and world.is_main), dynamic_ncols=True)
     window = _Window(device)
     T = schedule.num_timesteps
@@ -251,7 +249,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             state.nonfinite_in_a_row += 1
             if world.is_main:
                 log.warning("step %d: non-finite loss or gradient, step skipped", step)
-                write_metrics(metrics_path, {"step": step, "skipped": "non-finite"})
+                logger.log({"step": step, "skipped": "non-finite"})
             if state.nonfinite_in_a_row >= cfg.train.max_nonfinite:
                 raise distributed.EveryRankError(
                     f"{state.nonfinite_in_a_row} non-finite steps in a row (last at step {step}); last good "
@@ -267,7 +265,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             if world.is_main:
                 record = {"step": state.step, **summary, "lr": lr,
                           "img_per_s": window.images * world.size / max(elapsed, 1e-9)}
-                write_metrics(metrics_path, record)
+                logger.log(record)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
             window.reset()
             start_time = time.perf_counter()
@@ -276,6 +274,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                                     image_size=data.image_size, device=device, world=world)
             if world.is_main:
                 save_grid(grid, out / "samples" / f"step_{state.step:08d}.png")
+                logger.image("samples", make_grid(grid), state.step)
             model.train()
         if last or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
             tensors = checkpoint_tensors(model, ema, optimizer)
@@ -289,6 +288,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                                       checkpoint_meta(data, state, optimizer, scaler), cfg.train.keep_checkpoints)
             state.last_checkpoint = str(distributed.on_main(write, world))
     bar.close()
+    logger.close()
     if world.is_main:
         log.info("done: %d steps, final checkpoint %s", total, state.last_checkpoint)
     return Path(state.last_checkpoint)
@@ -409,3 +409,18 @@ def restore(ckpt: Checkpoint, cfg: Config, model: nn.Module, ema: nn.Module, opt
     state.step = ckpt.step
     state.nonfinite_in_a_row = int(ckpt.meta.get("nonfinite_in_a_row", 0))
     state.last_checkpoint = str(ckpt.path)
+
+
+class _CallableModule(types.ModuleType):
+    """``minidiffusion.train(cfg, out)`` is :func:`train`, though the package attribute is this module.
+
+    Importing a submodule sets the package attribute of the same name to the module, whatever the package
+    exported under that name before; a callable module keeps both ``minidiffusion.train(...)`` and
+    ``minidiffusion.train.lr_at`` working, in any import order.
+    """
+
+    def __call__(self, *args, **kwargs) -> Path:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
