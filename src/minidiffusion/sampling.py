@@ -39,8 +39,12 @@ def load_model(path: str | Path, *, ema: bool = True, device: str = "cpu") -> tu
 @torch.no_grad()
 def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, image_size: int, device: str = "cpu",
              sampler: str | None = None, steps: int | None = None, batch_size: int | None = None, start: int = 0,
-             callback: Callback = None, progress: bool = False, output: str = "uint8") -> torch.Tensor:
+             callback: Callback = None, progress: bool = False, output: str = "uint8", precision: str = "fp32",
+             channels_last: bool = False, cuda_graph: bool = False) -> torch.Tensor:
     """``n`` images as uint8 (n, C, H, W) on the CPU: images start .. start+n-1 of the run with ``seed``.
+
+    ``precision`` ("fp32", "bf16", "fp16": autocast), ``channels_last`` and ``cuda_graph`` (one CUDA graph per
+    batch shape, replayed every step) are the GPU speed options; see ``diffusion.process.FastEpsModel``.
 
     ``output="float"`` returns the sampler's float32 result in [-1, 1] instead, unquantized.
 
@@ -63,7 +67,11 @@ def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, i
                "dpmpp": {"spacing": sc.spacing}}[sampler]
     was_training = net.training
     net.eval()
-    model = eps_model(net, schedule, cfg.diffusion.prediction)
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise UserError(f"precision={precision!r}: choose from {', '.join(dtypes)}")
+    model = eps_model(net, schedule, cfg.diffusion.prediction, dtype=dtypes[precision], channels_last=channels_last,
+                      cuda_graph=cuda_graph)
     out = []
     starts = range(start, start + n, batch_size)
     for b in tqdm(starts, desc="batches", leave=False, disable=not progress or len(starts) == 1):

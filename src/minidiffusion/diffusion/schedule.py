@@ -25,6 +25,7 @@ class Schedule:
         if not bool(((b > 0) & (b < 1)).all()):
             raise ValueError("betas must lie in (0, 1)")
         b.requires_grad_(False)
+        object.__setattr__(self, "_tables", {})  # (name, device) -> float32 table; see coefficient()
 
     @property
     def num_timesteps(self) -> int:
@@ -61,6 +62,25 @@ class Schedule:
     def at(self, values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """values[t] as float32 on t's device, shaped (N, 1, 1, 1) to broadcast against images."""
         return values.to(t.device)[t].float().view(-1, 1, 1, 1)
+
+    def coefficient(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        """``at(COEFFICIENTS[name](self), t)``, the same numbers, from a table kept on t's device.
+
+        The table is computed in float64 once and cast once; ``at`` would copy a float64 table from the host on
+        every call, and on a GPU a blocking host-to-device copy makes the training step wait for the device.
+        """
+        key = (name, t.device)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = COEFFICIENTS[name](self).float().to(t.device)
+        return table[t].view(-1, 1, 1, 1)
+
+
+# The per-timestep coefficients the training loss indexes every step (float64 formulas; tables cached per device).
+COEFFICIENTS = {
+    "sqrt_alphas_cumprod": lambda s: s.alphas_cumprod.sqrt(),  # √ᾱ_t
+    "sqrt_one_minus_alphas_cumprod": lambda s: (1 - s.alphas_cumprod).sqrt(),  # √(1-ᾱ_t)
+}
 
 
 def linear_schedule(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:

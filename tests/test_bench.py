@@ -1,0 +1,123 @@
+"""The benchmark harness (bench/) and the speed paths it measures: same numbers as the plain paths, records
+with every field RESULTS.md relies on, anchors sized to our parameter count."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minidiffusion.diffusion import cosine_schedule, ddim, eps_model, linear_schedule
+from minidiffusion.diffusion.process import FastEpsModel, q_sample
+from minidiffusion.models.unet import SimpleUNet
+from minidiffusion.sampling import generate
+
+from .helpers import tiny_config
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+import common  # noqa: E402  (bench/ is a folder of scripts, not a package)
+import summary  # noqa: E402
+import train_step  # noqa: E402
+
+RECORD_FIELDS = {"name", "machine", "anchor", "ours", "theirs", "unit", "ratio", "date", "torch", "command"}
+
+
+@pytest.mark.parametrize("schedule", [linear_schedule(), cosine_schedule(50)], ids=["linear", "cosine"])
+def test_coefficient_tables_give_exactly_what_at_gives(schedule):
+    t = torch.arange(schedule.num_timesteps).flip(0)
+    ab = schedule.alphas_cumprod
+    assert torch.equal(schedule.coefficient("sqrt_alphas_cumprod", t), schedule.at(ab.sqrt(), t))
+    assert torch.equal(schedule.coefficient("sqrt_one_minus_alphas_cumprod", t), schedule.at((1 - ab).sqrt(), t))
+    # kept: the second call indexes the same float32 table instead of building one
+    assert len(schedule._tables) == 2
+    schedule.coefficient("sqrt_alphas_cumprod", t[:3])
+    assert len(schedule._tables) == 2
+
+
+def test_q_sample_matches_the_formula_with_at():
+    s = linear_schedule()
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(5, 1, 4, 4, generator=g), torch.randn(5, 1, 4, 4, generator=g)
+    t = torch.tensor([0, 1, 500, 998, 999])
+    ab = s.alphas_cumprod
+    expected = s.at(ab.sqrt(), t) * x0 + s.at((1 - ab).sqrt(), t) * noise
+    assert torch.equal(q_sample(s, x0, t, noise), expected)
+
+
+def test_fast_eps_model_on_cpu_returns_the_network_output_as_a_fresh_float32_tensor():
+    net = SimpleUNet(1, 8, base_channels=8, channel_mults=(1, 2)).eval()
+    torch.nn.init.normal_(net.conv_out.weight)  # a non-zero output
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([1, 10, 100])
+    with torch.no_grad():
+        plain = net(x, t)
+        fast = FastEpsModel(net.to(memory_format=torch.channels_last), channels_last=True, cuda_graph=True)(x, t)
+    assert fast.dtype == torch.float32 and fast.is_contiguous()
+    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)  # channels_last convolutions sum in another order
+    assert eps_model(net, linear_schedule()) is net  # no option: the network itself, as before
+
+
+def test_generate_with_speed_options_draws_the_same_images(tmp_path):
+    cfg = tiny_config(tmp_path)
+    net = SimpleUNet(1, 8, base_channels=8, channel_mults=(1, 2))
+    torch.nn.init.normal_(net.conv_out.weight, std=0.1)
+    kw = dict(seed=3, channels=1, image_size=8, sampler="ddim", steps=4, output="float")
+    plain = generate(net, cfg, 4, **kw)
+    fast = generate(net, cfg, 4, channels_last=True, cuda_graph=True, **kw)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
+
+
+def test_ddim_through_fast_eps_model_matches_plain_ddim():
+    net = SimpleUNet(1, 8, base_channels=8, channel_mults=(1, 2)).eval()
+    torch.nn.init.normal_(net.conv_out.weight, std=0.1)
+    x_T = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    s = linear_schedule()
+    torch.testing.assert_close(ddim(FastEpsModel(net), x_T, s, 5), ddim(net, x_T, s, 5), atol=1e-6, rtol=0)
+
+
+def test_preset_image_shapes_come_without_loading_data():
+    assert common.image_shape(common.load_preset("quick")) == (1, 28)
+    assert common.image_shape(common.load_preset("cifar10")) == (3, 32)
+
+
+def test_diffusers_anchor_is_sized_within_ten_percent_of_ours():
+    pytest.importorskip("diffusers")
+    cfg = common.load_preset("quick", ["model.base_channels=32", "model.channel_mults=1,2,2"])
+    models, notes = common.build_models(cfg, ["diffusers"], "matched")
+    ours, theirs = models
+    assert theirs.anchor == "diffusers" and not notes
+    assert abs(theirs.params / ours.params - 1) <= 0.10
+
+
+def test_diffusers_anchor_for_the_ddpm_variant_is_our_network_layer_for_layer():
+    pytest.importorskip("diffusers")
+    cfg = common.load_preset("cifar10", ["model.base_channels=8", "model.channel_mults=1,2"])
+    (ours, theirs), _ = common.build_models(cfg, ["diffusers"], "auto")
+    assert theirs.params == ours.params
+    assert theirs.net.unet.config.block_out_channels == (8, 16)
+    assert theirs.net.unet.config.down_block_types == ("DownBlock2D", "AttnDownBlock2D")  # attention at 16x16
+
+
+def test_train_benchmark_smoke_appends_one_complete_record_per_anchor(tmp_path):
+    pytest.importorskip("diffusers")
+    results = tmp_path / "results.jsonl"
+    records = train_step.main(["--preset", "quick", "--smoke", "--anchors", "diffusers", "--results", str(results),
+                               "--round-seconds", "0"])
+    written = [json.loads(line) for line in results.read_text().splitlines()]
+    assert written == records and len(written) == 1
+    r = written[0]
+    assert RECORD_FIELDS <= r.keys()
+    assert r["anchor"] == "diffusers" and r["unit"] == "img/s" and r["name"] == "train quick"
+    assert r["ratio"] == pytest.approx(r["ours"] / r["theirs"], rel=0.01)
+    assert r["command"].startswith("python ")
+    text = summary.table(summary.newest(written), markdown=True)
+    assert "| train quick | cpu" in text
+
+
+def test_summary_keeps_the_newest_record_of_each_kind():
+    old = {"name": "train quick", "machine": "cpu 2-core", "anchor": "diffusers", "ours": 1.0, "theirs": 1.0,
+           "unit": "img/s", "ratio": 1.0, "date": "2026-01-01T00:00:00+00:00", "ours_settings": "fp32 eager",
+           "theirs_settings": "fp32 eager"}
+    new = dict(old, ours=3.0, ratio=3.0, date="2026-01-02T00:00:00+00:00")
+    assert summary.newest([old, new]) == [new]
