@@ -18,7 +18,7 @@ def main() -> int:
     p.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"))
     p.add_argument("--root", default="", help="data folder (default: the dataset's usual place)")
     p.add_argument("--out", default=None, help="default: the package's weights/<dataset>_classifier.safetensors")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -156,6 +156,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     # -- data, model, optimizer --------------------------------------------------------------------------------
     data = distributed.main_first(lambda: load_dataset(cfg.data, "train"), world)  # one download per disk
     total = cfg.total_steps(len(data))
+    # rank 0 scores EMA samples every eval_every steps (classifier FID against the test split, statistics cached)
+    evaluator = TrainingEvaluator(cfg, data, device) if cfg.train.eval_every and world.is_main else None
     torch.manual_seed(cfg.train.seed)  # initial weights
     model = build_model(cfg.model, data.channels, data.image_size).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -275,6 +277,9 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             if world.is_main:
                 save_grid(grid, out / "samples" / f"step_{state.step:08d}.png")
                 logger.image("samples", make_grid(grid), state.step)
+            model.train()
+        if evaluator is not None and state.step % cfg.train.eval_every == 0:
+            logger.log({"step": state.step, **evaluator(ema, state.step)})
             model.train()
         if last or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
             tensors = checkpoint_tensors(model, ema, optimizer)
