@@ -392,7 +392,8 @@ def comparisons(name: str, contenders: list[Contender], device: str, unit: str, 
         records.append({
             "name": name, "machine": machine(device), "anchor": c.model.anchor,
             "ours": round(ours.median, 2), "theirs": round(c.median, 2), "unit": unit,
-            "ratio": round(ours.median / c.median, 3), "date": now, "torch": torch.__version__,
+            "ratio": round(ours.median / c.median, 3), "ratio_paired": round(paired_ratio(ours, c), 3),
+            "date": now, "torch": torch.__version__,
             "command": command_line(),
             "ours_settings": ours.settings.describe(), "theirs_settings": c.settings.describe(),
             "ours_params": ours.model.params, "theirs_params": c.model.params,
@@ -402,18 +403,25 @@ def comparisons(name: str, contenders: list[Contender], device: str, unit: str, 
     return records
 
 
+def paired_ratio(ours: Contender, theirs: Contender) -> float:
+    """Median over rounds of ours / theirs within the round: the two turns of a round are seconds apart, so a
+    change of the machine's load between rounds cancels out (the ratio of medians does not see that pairing)."""
+    return statistics.median(o / t for o, t in zip(ours.rates, theirs.rates))
+
+
 def print_table(title: str, contenders: list[Contender], unit: str, peak: float | None = None) -> None:
     ours = max((c for c in contenders if c.model.anchor is None), key=lambda c: c.median)
-    print(f"\n{title}")
+    print(f"\n{title}; ours/this: ratio of medians, paired: median of the per-round ratios")
     header = (f"{'model':<58} {'params':>11} {unit + ' (median)':>18} {'min..max':>17} {'ours/this':>9} "
-              f"{'first call':>10}")
+              f"{'paired':>7} {'first call':>10}")
     if peak:
         header += f" {'MFU':>6}"
     print(header)
     print("-" * len(header))
     for c in contenders:
         row = (f"{c.label:<58} {c.model.params:>11,} {c.median:>18,.1f} "
-               f"{min(c.rates):>8,.0f}..{max(c.rates):<8,.0f} {ours.median / c.median:>9.2f} {c.first_call_s:>9.1f}s")
+               f"{min(c.rates):>8,.0f}..{max(c.rates):<8,.0f} {ours.median / c.median:>9.2f} "
+               f"{paired_ratio(ours, c):>7.2f} {c.first_call_s:>9.1f}s")
         if peak and c.flops_per_image:
             row += f" {c.flops_per_image * c.median / peak:>6.1%}"
         print(row)

@@ -131,17 +131,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
         c.calls = max(1, min(500, round(round_s / max(common._time_one(c, args.device), 1e-6))))
     common._interleave(contenders, args.device, args.rounds)
     load_after = common.load_average()
-    print(f"\n{'lever':<16} {'before':<24} {'img/s':>9} {'after':<24} {'img/s':>9} {'after/before':>12}")
+    print(f"\n{'lever':<16} {'before':<24} {'img/s':>9} {'after':<24} {'img/s':>9} {'after/before':>12} "
+          f"{'paired':>7}")
     records = []
     now = common.datetime.datetime.now(common.datetime.UTC).isoformat(timespec="seconds")
     for lever, b, a in pairs:
         ratio = a.median / b.median
+        paired = common.paired_ratio(a, b)
         spread = f"(rounds: {min(b.rates):.0f}..{max(b.rates):.0f} | {min(a.rates):.0f}..{max(a.rates):.0f})"
         print(f"{lever:<16} {b.model.label:<24} {b.median:>9.1f} {a.model.label:<24} {a.median:>9.1f} "
-              f"{ratio:>12.3f}  {spread}")
+              f"{ratio:>12.3f} {paired:>7.3f}  {spread}")
         records.append({"name": f"lever {lever} {args.preset}", "machine": common.machine(args.device),
                         "anchor": f"before: {b.model.label}", "ours": round(a.median, 2),
                         "theirs": round(b.median, 2), "unit": "img/s (train step)", "ratio": round(ratio, 3),
+                        "ratio_paired": round(paired, 3),
                         "date": now, "torch": torch.__version__, "command": common.command_line(),
                         "after": a.model.label, "settings": base.describe(), "batch": batch,
                         "threads": default_threads, "omp_wait_policy": common.os.environ.get("OMP_WAIT_POLICY"),

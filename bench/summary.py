@@ -23,19 +23,21 @@ def load(path: Path, since: str = "") -> list[dict]:
 def newest(records: list[dict]) -> list[dict]:
     latest: dict[tuple, dict] = {}
     for r in records:  # the file is in time order: later records replace earlier ones
-        key = (r["name"], r["machine"], r["anchor"], r.get("theirs_settings"), r.get("ours_settings"))
+        key = (r["name"], r["machine"], r["anchor"], r.get("theirs_settings"), r.get("ours_settings"),
+               r.get("omp_wait_policy"))
         latest[key] = r
     return list(latest.values())
 
 
 def table(records: list[dict], markdown: bool) -> str:
-    cols = ["name", "machine", "anchor", "ours", "theirs", "unit", "ratio", "settings", "date"]
+    cols = ["name", "machine", "anchor", "ours", "theirs", "unit", "ratio", "paired", "settings", "date"]
     rows = []
     for r in records:
         settings = (f"ours {r['ours_settings']} vs {r['theirs_settings']}" if "ours_settings" in r
-                    else f"{r.get('after', '')}, {r.get('settings', '')}")
+                    else f"{r.get('after', '')}, {r.get('settings', '')}, OMP_WAIT_POLICY={r.get('omp_wait_policy')}")
         rows.append([r["name"], r["machine"], r["anchor"], f"{r['ours']:,.1f}", f"{r['theirs']:,.1f}", r["unit"],
-                     f"{r['ratio']:.2f}", settings, r["date"][:10]])
+                     f"{r['ratio']:.2f}", f"{r['ratio_paired']:.2f}" if "ratio_paired" in r else "",
+                     settings, r["date"][:10]])
     if markdown:
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
