@@ -23,8 +23,9 @@ def load_model(path: str | Path, *, ema: bool = True, device: str = "cpu") -> tu
     """The network of a checkpoint (EMA weights unless ``ema=False``), in eval mode on ``device``."""
     ckpt = load_checkpoint(path)
     data = ckpt.meta.get("data")
-    if not isinstance(data, dict) or not {"channels", "image_size"} <= data.keys():
-        raise UserError(f"{ckpt.path}: checkpoint does not record the image shape ('data' entry)")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), int) and data[k] >= 1
+                                             for k in ("channels", "image_size")):
+        raise UserError(f"{ckpt.path}: checkpoint does not record a valid image shape ('data' entry: {data!r})")
     net = build_model(ckpt.config.model, int(data["channels"]), int(data["image_size"]))
     prefix = "ema" if ema and any(k.startswith("ema.") for k in ckpt.tensors) else "model"
     state = ckpt.state_dict(prefix)

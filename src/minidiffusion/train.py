@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import Config
 from .data import ImageDataset, load_dataset
 from .diffusion import diffusion_loss, make_schedule
@@ -177,6 +177,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         latest = latest_checkpoint(out) if world.is_main and out.is_dir() else None
         found = distributed.broadcast_object(None if latest is None else (str(latest.path), latest.step), world)
         if found is None:
+            distributed.on_main(lambda: _refuse_to_start_over(out), world)
             if world.is_main:
                 log.info("--resume: no checkpoint in %s yet, starting a fresh run", out)
         else:
@@ -353,6 +354,15 @@ def _refuse_to_overwrite(out: Path) -> None:
         raise UserError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
 
 
+def _refuse_to_start_over(out: Path) -> None:
+    """--resume found checkpoint records but none loads: starting afresh would overwrite them, so stop and say why."""
+    if list_checkpoints(out / "checkpoints"):
+        try:
+            load_checkpoint(out)
+        except UserError as e:
+            raise UserError(f"--resume: {e}; move the checkpoints away to start afresh") from None
+
+
 def _write_config(cfg: Config, out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -389,13 +399,13 @@ def checkpoint_meta(data: ImageDataset, state: RunState, optimizer: torch.optim.
 def restore(ckpt: Checkpoint, cfg: Config, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer,
             scaler: torch.amp.GradScaler, state: RunState) -> None:
     """Load weights, EMA, optimizer and counters from a checkpoint, checking the model shapes first."""
-    if ckpt.config.model != cfg.model:
+    for prefix, module in (("model", model), ("ema", ema)):
+        _check_shapes(module, ckpt.state_dict(prefix), str(ckpt.path))
+    if ckpt.config.model != cfg.model:  # shapes fit (a mismatch is an error above, not this warning and an error)
         changed = [k for k, v in vars(cfg.model).items() if getattr(ckpt.config.model, k) != v]
         log.warning("--resume: model settings differ from the checkpoint's (%s)", ", ".join(changed))
     for prefix, module in (("model", model), ("ema", ema)):
-        sd = ckpt.state_dict(prefix)
-        _check_shapes(module, sd, str(ckpt.path))
-        module.load_state_dict(sd)
+        module.load_state_dict(ckpt.state_dict(prefix))
     opt_state = optimizer.state_dict()
     per_param: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in ckpt.tensors.items():
