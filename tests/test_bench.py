@@ -18,6 +18,8 @@ from .helpers import tiny_config
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 import common  # noqa: E402  (bench/ is a folder of scripts, not a package)
+import levers  # noqa: E402
+import sample_step  # noqa: E402
 import summary  # noqa: E402
 import train_step  # noqa: E402
 
@@ -113,6 +115,22 @@ def test_train_benchmark_smoke_appends_one_complete_record_per_anchor(tmp_path):
     assert r["command"].startswith("python ")
     text = summary.table(summary.newest(written), markdown=True)
     assert "| train quick | cpu" in text
+
+
+def test_sample_benchmark_smoke_times_our_network_and_our_sampler_loop(tmp_path, capsys):
+    sample_step.main(["--preset", "quick", "--smoke", "--anchors", "", "--loop-steps", "2", "--no-record"])
+    out = capsys.readouterr().out
+    assert "ours (fp32 eager)" in out and "ours ddim×2 loop" in out
+
+
+def test_levers_smoke_records_after_over_before(tmp_path):
+    results = tmp_path / "levers.jsonl"
+    records = levers.main(["--preset", "quick", "--smoke", "--levers", "schedule_tables,host_sync",
+                           "--results", str(results)])
+    assert [r["name"] for r in records] == ["lever schedule_tables quick", "lever host_sync quick"]
+    for r in records:
+        assert RECORD_FIELDS <= r.keys() and r["ratio"] == pytest.approx(r["ours"] / r["theirs"], rel=0.01)
+    assert len(results.read_text().splitlines()) == 2
 
 
 def test_summary_keeps_the_newest_record_of_each_kind():
