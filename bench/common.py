@@ -243,13 +243,15 @@ class TrainStep:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=cuda or None)
         self.schedule = make_schedule(cfg.diffusion)
         self.prediction = cfg.diffusion.prediction
+        gamma = getattr(cfg.diffusion, "min_snr_gamma", 0.0)  # the preset's loss weighting, where it has one
+        self.loss_options = {"min_snr_gamma": gamma} if gamma else {}
         self.device_type = "cuda" if cuda else "cpu"
         self.amp = AMP[settings.precision]
         self.step = 0
 
     def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device_type, dtype=self.amp, enabled=self.amp is not None):
-            return self.loss_fn(self.net, self.schedule, x0, t, noise, self.prediction).mean()
+            return self.loss_fn(self.net, self.schedule, x0, t, noise, self.prediction, **self.loss_options).mean()
 
     def __call__(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> None:
         self.loss(x0, t, noise).backward()

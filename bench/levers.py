@@ -30,11 +30,16 @@ CPU_LEVERS = "schedule_tables,flush_denormal,channels_last,threads"
 CUDA_LEVERS = "schedule_tables,host_sync,channels_last,cudnn_benchmark"
 
 
-def legacy_diffusion_loss(net, schedule, x0, t, noise, prediction="eps"):
-    """diffusion_loss as it was before the coefficient tables: Schedule.at copies from the host on each call."""
+def legacy_diffusion_loss(net, schedule, x0, t, noise, prediction="eps", min_snr_gamma=0.0):
+    """diffusion_loss (ε-prediction) as it was before the coefficient tables: Schedule.at copies from the host on
+    each call."""
     ab = schedule.alphas_cumprod
     x_t = schedule.at(ab.sqrt(), t) * x0 + schedule.at((1 - ab).sqrt(), t) * noise
-    return (net(x_t, t).float() - noise).square().mean(dim=(1, 2, 3))
+    loss = (net(x_t, t).float() - noise).square().mean(dim=(1, 2, 3))
+    if min_snr_gamma > 0:
+        snr = ab / (1 - ab)
+        loss = loss * schedule.at(snr.clamp(max=min_snr_gamma) / snr, t).view(-1)
+    return loss
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
