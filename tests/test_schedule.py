@@ -84,6 +84,23 @@ def test_matches_diffusers_scheduler():
     s = linear_schedule()
     assert torch.allclose(s.alphas_cumprod.float(), sched.alphas_cumprod.float(), rtol=1e-5)
     theirs = torch.stack([sched._get_variance(t) for t in range(1, 1000)])
-    assert torch.allclose(s.posterior_variance[1:].float(), theirs.float(), rtol=1e-4)
+    # diffusers computes in float32 (up to 4e-4 relative off near t = 1); ours is float64
+    assert torch.allclose(s.posterior_variance[1:].float(), theirs.float(), rtol=1e-3)
     cos = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
     assert torch.allclose(cosine_schedule().alphas_cumprod.float(), cos.alphas_cumprod.float(), rtol=1e-4)
+
+
+def test_min_snr_weighting_known_values():
+    from minidiffusion.diffusion import diffusion_loss
+
+    s = linear_schedule()
+    net = lambda x_t, t: torch.zeros_like(x_t)  # loss = mean(ε²) for ε-prediction
+    x0, eps = torch.zeros(3, 1, 4, 4), torch.ones(3, 1, 4, 4)
+    t = torch.tensor([0, 300, 999])
+    plain = diffusion_loss(net, s, x0, t, eps)
+    weighted = diffusion_loss(net, s, x0, t, eps, min_snr_gamma=5.0)
+    snr = (s.alphas_cumprod / (1 - s.alphas_cumprod))[t]
+    assert torch.allclose(plain, torch.ones(3))
+    assert weighted[0].item() == pytest.approx(5.0 / snr[0].item(), rel=1e-5)  # nearly clean: down-weighted
+    assert weighted[2].item() == pytest.approx(1.0)  # SNR < γ: unchanged
+    assert snr[1] < 5 or weighted[1].item() < 1

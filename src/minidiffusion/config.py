@@ -47,6 +47,7 @@ class DiffusionConfig:
     beta_start: float = _opt(1e-4, min=0.0, max=1.0, help="linear schedule: beta at t=0")
     beta_end: float = _opt(0.02, min=0.0, max=1.0, help="linear schedule: beta at t=T-1")
     prediction: str = _opt("eps", choices=("eps", "v"), help="what the network predicts")
+    min_snr_gamma: float = _opt(0.0, min=0.0, help="loss weight min(SNR, γ)/SNR (Hang et al. 2023); 0 = off")
 
 
 @dataclass(frozen=True)

@@ -233,7 +233,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            losses = diffusion_loss(net, schedule, x0, t, noise, cfg.diffusion.prediction)  # (b,)
+            losses = diffusion_loss(net, schedule, x0, t, noise, cfg.diffusion.prediction,
+                                    cfg.diffusion.min_snr_gamma)  # (b,)
         loss = losses.mean()
         scaler.scale(loss).backward()  # under DDP, returns once the gradients are averaged over the ranks
         scaler.unscale_(optimizer)

@@ -122,8 +122,18 @@ class FastEpsModel:
 
 
 def diffusion_loss(net: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                   prediction: str = "eps") -> torch.Tensor:
-    """Mean squared error of the network's ε (or v) prediction at q_sample(x0, t, noise), per example (N,)."""
+                   prediction: str = "eps", min_snr_gamma: float = 0.0) -> torch.Tensor:
+    """Mean squared error of the network's ε (or v) prediction at q_sample(x0, t, noise), per example (N,).
+
+    With ``min_snr_gamma`` > 0 each example is weighted by min(SNR_t, γ)/SNR_t for ε (min(SNR_t, γ)/(SNR_t + 1)
+    for v), SNR_t = ᾱ_t/(1-ᾱ_t): the Min-SNR strategy (Hang et al. 2023), which stops the nearly clean
+    timesteps from dominating and speeds up convergence.
+    """
     x_t = q_sample(schedule, x0, t, noise)
     target = noise if prediction == "eps" else v_target(schedule, x0, t, noise)
-    return (net(x_t, t).float() - target).square().mean(dim=(1, 2, 3))
+    loss = (net(x_t, t).float() - target).square().mean(dim=(1, 2, 3))
+    if min_snr_gamma > 0:
+        snr = schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)
+        weight = snr.clamp(max=min_snr_gamma) / (snr if prediction == "eps" else snr + 1)
+        loss = loss * schedule.at(weight, t).view(-1)
+    return loss
