@@ -49,7 +49,8 @@ def main() -> None:
                 times[name].append(dt)
             ratios.append(pair_times[0] / pair_times[1])
         for name, net, *_ in nets:
-            print(f"{name:16s} {count_parameters(net):>11,} params  {args.batch / statistics.median(times[name]):8.1f} img/s")
+            speed = args.batch / statistics.median(times[name])
+            print(f"{name:16s} {count_parameters(net):>11,} params  {speed:8.1f} img/s")
         print(f"{names[1]} / {names[0]} speed: {statistics.median(ratios):.2f}x (median of {args.rounds} rounds)")
 
 
