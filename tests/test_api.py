@@ -133,8 +133,11 @@ def test_version_flag(capsys):
 def test_wheel_ships_the_presets(tmp_path):
     """pip wheel (no network) -> install into an empty folder -> `--config quick` works from elsewhere."""
     src = tmp_path / "src-copy"  # build from a copy: no build/ or egg-info in the checkout
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "data", "__pycache__",
-                                                            "*.egg-info", "build", "dist", "bench", "tests"))
+    skip = shutil.ignore_patterns(".venv", ".git", "runs", "__pycache__", "*.egg-info", "build", "dist", "bench",
+                                  "tests")
+    # the bundled MNIST (top-level data/) is not needed, but src/minidiffusion/data/ is the data package
+    ignore = lambda d, names: set(skip(d, names)) | ({"data"} if Path(d) == REPO else set())
+    shutil.copytree(REPO, src, ignore=ignore)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
     subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
                    check=True, capture_output=True)
