@@ -56,7 +56,8 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -90,7 +91,7 @@ def save_checkpoint(directory: Path, step: int, config: Config, tensors: dict[st
             os.fsync(f.fileno())
         os.replace(tmp, weights)
         record = {"format": FORMAT, "version": VERSION, "step": step, "weights": weights.name,
-                  "sha256": _sha256(weights), "config": config.to_dict(), **(meta or {})}
+                  "sha256": file_sha256(weights), "config": config.to_dict(), **(meta or {})}
         path = directory / f"ckpt_{step:08d}.json"
         atomic_write_bytes(path, json.dumps(record, indent=1).encode())
         _fsync_dir(directory)
@@ -159,7 +160,7 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
     weights = path.parent / Path(record["weights"]).name
     if not weights.is_file():
         raise UserError(f"{path}: its tensor file {weights.name} is missing")
-    if verify and _sha256(weights) != record["sha256"]:
+    if verify and file_sha256(weights) != record["sha256"]:
         raise UserError(f"{weights}: checksum mismatch (truncated or modified file)")
     try:
         tensors = load_file(str(weights))

@@ -13,7 +13,6 @@ The weights ship in ``minidiffusion/weights/mnist_classifier.safetensors``; ``tr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -26,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..checkpoint import file_sha256
 from ..errors import UserError
 from ..images import to_model_range
 
@@ -68,14 +68,6 @@ class DigitClassifier(nn.Module):
 def weights_path(dataset: str) -> Path:
     """Where the shipped weights for ``dataset`` live inside the package (the file may not exist)."""
     return Path(str(resources.files("minidiffusion.weights").joinpath(f"{dataset}_classifier.safetensors")))
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_classifier(dataset: str = "mnist", path: str | Path | None = None) -> tuple[DigitClassifier, dict]:
