@@ -217,6 +217,17 @@ class Settings:
         return " ".join(p for p in parts if p)
 
 
+def anchor_settings(anchor: str, ours: Settings, compile: bool) -> list[Settings]:
+    """How an anchor runs: as its users run it (eager), plus diffusers compiled (with --compile) or in our
+    channels_last layout when ours uses it, so the comparison is also like for like."""
+    rows = [Settings(device=ours.device, precision=ours.precision)]
+    if compile and anchor == "diffusers":
+        rows.append(Settings(device=ours.device, precision=ours.precision, channels_last=True, compile=True))
+    elif ours.channels_last and anchor == "diffusers":
+        rows.append(Settings(device=ours.device, precision=ours.precision, channels_last=True))
+    return rows
+
+
 def random_batch(batch: int, channels: int, side: int, device: str, seed: int = 0, channels_last: bool = False):
     """A fixed training batch (x0 in [-1, 1], timesteps, noise): the data pipeline is not what is measured."""
     g = torch.Generator().manual_seed(seed)

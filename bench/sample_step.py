@@ -42,12 +42,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if fast != ours:
                 rows.append((m, fast))
         else:
-            rows.append((m, common.Settings(device=args.device, precision=ours.precision)))
-            if args.compile and m.anchor == "diffusers":
-                rows.append((m, common.Settings(device=args.device, precision=ours.precision, channels_last=True,
-                                                compile=True)))
-            elif ours.channels_last and m.anchor == "diffusers":  # like for like: diffusers in our layout too
-                rows.append((m, common.Settings(device=args.device, precision=ours.precision, channels_last=True)))
+            rows += [(m, s) for s in common.anchor_settings(m.anchor, ours, args.compile)]
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, channels, side, side, generator=g).to(args.device)
     t = torch.randint(0, 1000, (batch,), generator=g).to(args.device)

@@ -35,12 +35,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if args.compile:
                 rows.append((m, replace(ours, compile=True)))
         else:
-            rows.append((m, common.Settings(device=args.device, precision=ours.precision)))
-            if args.compile and m.anchor == "diffusers":
-                rows.append((m, common.Settings(device=args.device, precision=ours.precision, channels_last=True,
-                                                compile=True)))
-            elif ours.channels_last and m.anchor == "diffusers":  # like for like: diffusers in our layout too
-                rows.append((m, common.Settings(device=args.device, precision=ours.precision, channels_last=True)))
+            rows += [(m, s) for s in common.anchor_settings(m.anchor, ours, args.compile)]
     contenders = []
     for m, settings in rows:
         step = common.TrainStep(m.net, cfg, settings)

@@ -148,16 +148,19 @@ def _raise_if_any(error: UserError | None, world: World) -> None:
     raise EveryRankError(first, quiet=True)
 
 
+def _attempt(fn: Callable[[], T]) -> tuple[T | None, UserError | None]:
+    """``fn()``'s result, or the UserError it raised (to be shared with the other ranks before raising)."""
+    try:
+        return fn(), None
+    except UserError as e:
+        return None, e
+
+
 def on_main(fn: Callable[[], T], world: World) -> T:
     """``fn()`` on rank 0 only; its result (or the UserError it raised) on every rank, once rank 0 is done."""
     if not world.distributed:
         return fn()
-    result, error = None, None
-    if world.is_main:
-        try:
-            result = fn()
-        except UserError as e:
-            error = e
+    result, error = _attempt(fn) if world.is_main else (None, None)
     _raise_if_any(error, world)
     return broadcast_object(result, world)
 
@@ -166,11 +169,7 @@ def agreed(fn: Callable[[], T], world: World) -> T:
     """``fn()`` on every rank at once; a UserError on any rank is raised on all of them."""
     if not world.distributed:
         return fn()
-    result, error = None, None
-    try:
-        result = fn()
-    except UserError as e:
-        error = e
+    result, error = _attempt(fn)
     _raise_if_any(error, world)
     return result
 
@@ -188,10 +187,7 @@ def main_first(fn: Callable[[], T], world: World) -> T:
     for turn in range(3):
         error = None
         if turn == my_turn:
-            try:
-                result = fn()
-            except UserError as e:
-                error = e
+            result, error = _attempt(fn)
         _raise_if_any(error, world)
     return result
 
