@@ -168,6 +168,8 @@ def test_narrow_models_have_no_counterpart(tmp_path):
         interop.check_groups(build_model(cfg.model, 1, 8), 32)
     with pytest.raises(UserError, match="only the 'ddpm' UNet"):
         interop.config_to_diffusers(cfg.replace(model={"variant": "simple"}), 1, 8)
+    with pytest.raises(UserError, match="patch_size=2: diffusers' UNet2DModel has no patch input"):
+        interop.config_to_diffusers(cfg.replace(model={"patch_size": 2}), 1, 8)
 
 
 # -- files (no diffusers needed) ---------------------------------------------------------------------------------

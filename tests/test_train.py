@@ -89,3 +89,15 @@ def test_learning_rate_schedule():
     assert [lr_at(cfg, s, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_at(cfg, 8, 12) == pytest.approx(0.5)
     assert lr_at(cfg, 12, 12) == pytest.approx(0.0)
+
+
+def test_time_limit_ends_the_run_early_with_a_final_checkpoint(folder, tmp_path, caplog):
+    caplog.set_level("INFO", logger="minidiffusion")
+    cfg = tiny_config(folder, train={"steps": 1000, "time_limit": 1e-6, "checkpoint_every": 0})
+    final = train(cfg, tmp_path / "r", progress=False)
+    assert load_checkpoint(final).step == 1  # the limit is checked after every step: the first one ends it
+    assert (tmp_path / "r" / "samples" / "step_00000001.png").is_file()
+    assert [json.loads(x)["step"] for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert "train.time_limit=1e-06s reached; the schedule had 1000" in caplog.text
+    # --resume goes on from there (here by one more step: the limit applies to each invocation)
+    assert load_checkpoint(train(cfg, tmp_path / "r", resume=True, progress=False)).step == 2

@@ -76,3 +76,22 @@ def test_every_preset_builds(name):
     channels, size = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}[cfg.data.name]
     size = cfg.data.image_size or size
     assert count_parameters(build_model(cfg.model, channels, size)) > 0
+
+
+def test_patched_model_sees_pixel_patches_as_channels():
+    cfg = ModelConfig(variant="simple", base_channels=8, channel_mults=(1, 2), dropout=0.0, patch_size=2)
+    net = build_model(cfg, 1, 28)
+    assert net.net.conv_in.in_channels == 4 and net.net.conv_out.out_channels == 4  # 2x2 patches of 1 channel
+    x, t = torch.randn(3, 1, 28, 28), torch.tensor([0, 500, 999])
+    torch.nn.init.normal_(net.net.conv_out.weight)
+    # Pixel (2i + a, 2j + b) of the output is channel 2a + b of the inner network's output at (i, j).
+    inner = net.net(torch.nn.functional.pixel_unshuffle(x, 2), t)
+    out = net(x, t)
+    assert out.shape == x.shape
+    assert torch.equal(out[:, 0, 1::2, 0::2], inner[:, 2])
+    assert torch.equal(out[:, 0, 0::2, 1::2], inner[:, 1])
+
+
+def test_patch_size_must_divide_the_image():
+    with pytest.raises(UserError, match="patch_size=3 does not divide the image size 28"):
+        build_model(ModelConfig(variant="simple", base_channels=8, channel_mults=(1,), patch_size=3), 1, 28)

@@ -38,6 +38,8 @@ class ModelConfig:
     attention_resolutions: tuple[int, ...] = _opt((16,), min=1, help="feature sizes that get self-attention (ddpm)")
     num_heads: int = _opt(1, min=1, help="attention heads")
     dropout: float = _opt(0.1, min=0.0, max=0.99, help="dropout inside residual blocks")
+    patch_size: int = _opt(1, min=1, max=8, help="p > 1: the UNet sees p x p pixel patches as channels "
+                                                 "(pixel unshuffle), at 1/p the resolution")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ class TrainConfig:
     precision: str = _opt("fp32", choices=("fp32", "bf16", "fp16"), help="autocast dtype")
     channels_last: bool = _opt(False, help="channels_last memory format")
     compile: bool = _opt(False, help="torch.compile the model")
+    time_limit: float = _opt(0.0, min=0.0, help="seconds of training after which the run ends early, with its "
+                                                "final checkpoint and samples; 0 = none (the lr still follows steps)")
     seed: int = _opt(0, min=0, max=2**31 - 1, help="all randomness derives from (seed, step, rank)")
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"), help="auto = cuda when available")
     log_every: int = _opt(50, min=1, help="steps between metrics.jsonl lines")

@@ -194,6 +194,8 @@ def config_to_diffusers(cfg: Config, channels: int, image_size: int) -> tuple[di
     m = cfg.model
     if m.variant != "ddpm":
         raise UserError(f"model.variant={m.variant!r}: only the 'ddpm' UNet has a diffusers counterpart")
+    if m.patch_size != 1:
+        raise UserError(f"model.patch_size={m.patch_size}: diffusers' UNet2DModel has no patch input")
     widths = [m.base_channels * k for k in m.channel_mults]
     sizes = [image_size // 2**i for i in range(len(widths))]
     attn_levels = [i for i, s in enumerate(sizes) if s in m.attention_resolutions]

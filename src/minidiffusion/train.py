@@ -213,7 +213,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     bar = tqdm(total=total, initial=state.step, disable=not (progress and world.is_main), dynamic_ncols=True)
     window = _Window(device)
     T = schedule.num_timesteps
-    start_time = time.perf_counter()
+    start_time = loop_start = time.perf_counter()
     model.train()
     while state.step < total:
         step = state.step
@@ -262,7 +262,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         state.step += 1
         bar.update(1)
 
-        last = state.step == total
+        out_of_time = _out_of_time(cfg, loop_start, state.step, world)
+        last = state.step == total or out_of_time
         if (state.step % cfg.train.log_every == 0 or last) and window.count:
             elapsed = time.perf_counter() - start_time
             summary = window.summary(world)  # every rank takes part: the line describes the global batch
@@ -294,11 +295,26 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             write = functools.partial(save_checkpoint, ckpt_dir, state.step, cfg, tensors,
                                       checkpoint_meta(data, state, optimizer, scaler), cfg.train.keep_checkpoints)
             state.last_checkpoint = str(distributed.on_main(write, world))
+        if out_of_time:
+            break
     bar.close()
     logger.close()
     if world.is_main:
-        log.info("done: %d steps, final checkpoint %s", total, state.last_checkpoint)
+        early = f" (train.time_limit={cfg.train.time_limit:g}s reached; the schedule had {total})" * out_of_time
+        log.info("done: %d steps%s, final checkpoint %s", state.step, early, state.last_checkpoint)
     return Path(state.last_checkpoint)
+
+
+def _out_of_time(cfg: Config, loop_start: float, step: int, world: distributed.World) -> bool:
+    """Whether ``train.time_limit`` has passed. Under DDP rank 0's clock decides, at log steps only (one
+    collective there), so that every rank stops after the same step."""
+    if not cfg.train.time_limit:
+        return False
+    if not world.distributed:
+        return time.perf_counter() - loop_start >= cfg.train.time_limit
+    if step % cfg.train.log_every:
+        return False
+    return bool(distributed.broadcast_object(time.perf_counter() - loop_start >= cfg.train.time_limit, world))
 
 
 class _Window:

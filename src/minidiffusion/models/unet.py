@@ -237,14 +237,36 @@ class SimpleUNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+class Patched(nn.Module):
+    """A UNet on p x p patches: pixel unshuffle in (C, H, W) -> (C p², H/p, W/p), pixel shuffle out.
+
+    The first level, the costliest at full resolution, works at 1/p the size: for MNIST's 28 x 28 digits,
+    p = 2 buys twice the width for the same time per step.
+    """
+
+    def __init__(self, net: nn.Module, patch_size: int):
+        super().__init__()
+        self.net = net
+        self.patch_size = patch_size
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.net(F.pixel_unshuffle(x, self.patch_size), t), self.patch_size)
+
+
 def build_model(cfg, in_channels: int, image_size: int) -> nn.Module:
     """The network a :class:`~minidiffusion.config.ModelConfig` describes, for images of this shape."""
     if cfg.base_channels % 8:
         raise UserError(f"model.base_channels={cfg.base_channels} must be a multiple of 8 (GroupNorm groups)")
+    p = cfg.patch_size
+    if image_size % p:
+        raise UserError(f"model.patch_size={p} does not divide the image size {image_size}")
+    channels, size = in_channels * p * p, image_size // p
     if cfg.variant == "simple":
-        return SimpleUNet(in_channels, image_size, cfg.base_channels, cfg.channel_mults, cfg.num_heads, cfg.dropout)
-    return UNet(in_channels, image_size, cfg.base_channels, cfg.channel_mults, cfg.num_res_blocks,
-                cfg.attention_resolutions, cfg.num_heads, cfg.dropout)
+        net = SimpleUNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_heads, cfg.dropout)
+    else:
+        net = UNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_res_blocks,
+                   cfg.attention_resolutions, cfg.num_heads, cfg.dropout)
+    return Patched(net, p) if p > 1 else net
 
 
 def count_parameters(model: nn.Module) -> int:
