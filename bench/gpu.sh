@@ -89,7 +89,7 @@ mnist200() {  # mnist.toml for $seconds of training (the lr schedule is constant
         sets+=(--set "$kv")
     done
     rm -rf "$run"
-    run mnist200_train $((seconds + 60)) "$PY" -m minidiffusion train --config mnist --out "$run" --no-progress "${sets[@]}"
+    run mnist200_train $((seconds + 45)) "$PY" -m minidiffusion train --config mnist --out "$run" --no-progress "${sets[@]}"
     run mnist200_evaluate 60 "$PY" -m minidiffusion evaluate --checkpoint "$run" --no-progress "${evaluate[@]}"
     run mnist200_sample 30 "$PY" -m minidiffusion sample --checkpoint "$run" --n 64 --no-progress \
         --out "$OUTDIR/mnist200.png"
@@ -98,9 +98,9 @@ mnist200() {  # mnist.toml for $seconds of training (the lr schedule is constant
 
 for step in "${steps[@]}"; do
     case $step in
-        sweep) run sweep 110 "$PY" bench/quick_sweep.py "${sweep[@]}" --out /tmp/sweep --results "$OUTDIR/sweep.jsonl" ;;
+        sweep) run sweep 100 "$PY" bench/quick_sweep.py "${sweep[@]}" --out /tmp/sweep --results "$OUTDIR/sweep.jsonl" ;;
         mnist200) mnist200 ;;
-        train) run train 240 "$PY" bench/train_step.py --preset cifar10 --compile "${args[@]}" ;;
+        train) run train 210 "$PY" bench/train_step.py --preset cifar10 --compile "${args[@]}" ;;
         sample) run sample 120 "$PY" bench/sample_step.py --preset cifar10 --compile --cuda-graph "${args[@]}" ;;
         mnist_speed) run mnist_speed 60 "$PY" bench/train_step.py --preset mnist "${args[@]}" ;;
         levers) run levers 50 "$PY" bench/levers.py --preset cifar10 "${levers[@]}" ;;
