@@ -1,8 +1,8 @@
 """The quickstart's quality gate (issue 3): >= 90% of 1,000 samples are digits the shipped classifier is sure of.
 
 Marked `quality`, not run by default or in CI: it trains the full `quick` preset (about 9 minutes on 2 cores)
-and, measured 2026-11-26, the preset does NOT yet pass (about 0.5 of samples confident; see bench/RESULTS.md).
-Run it with `bash scripts/test.sh -m quality` after tuning the preset.
+and, measured 2026-11-26, the preset does NOT yet pass (about 0.65 of samples confident; see bench/RESULTS.md,
+"Quickstart"). Run it with `bash scripts/test.sh -m quality` after tuning the preset.
 """
 
 import pytest
