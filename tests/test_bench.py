@@ -85,7 +85,8 @@ def test_preset_image_shapes_come_without_loading_data():
 
 def test_diffusers_anchor_is_sized_within_ten_percent_of_ours():
     pytest.importorskip("diffusers")
-    cfg = common.load_preset("quick", ["model.base_channels=32", "model.channel_mults=1,2,2"])
+    cfg = common.load_preset("quick", ["model.patch_size=1", "model.base_channels=32",
+                                       "model.channel_mults=1,2,2"])
     models, notes = common.build_models(cfg, ["diffusers"], "matched")
     ours, theirs = models
     assert theirs.anchor == "diffusers" and not notes
@@ -105,7 +106,7 @@ def test_train_benchmark_smoke_appends_one_complete_record_per_anchor(tmp_path):
     pytest.importorskip("diffusers")
     results = tmp_path / "results.jsonl"
     records = train_step.main(["--preset", "quick", "--smoke", "--anchors", "diffusers", "--results", str(results),
-                               "--round-seconds", "0"])
+                               "--round-seconds", "0", "--no-channels-last"])
     written = [json.loads(line) for line in results.read_text().splitlines()]
     assert written == records and len(written) == 1
     r = written[0]
@@ -118,7 +119,8 @@ def test_train_benchmark_smoke_appends_one_complete_record_per_anchor(tmp_path):
 
 
 def test_sample_benchmark_smoke_times_our_network_and_our_sampler_loop(tmp_path, capsys):
-    sample_step.main(["--preset", "quick", "--smoke", "--anchors", "", "--loop-steps", "2", "--no-record"])
+    sample_step.main(["--preset", "quick", "--smoke", "--anchors", "", "--loop-steps", "2", "--no-record",
+                      "--no-channels-last"])
     out = capsys.readouterr().out
     assert "ours (fp32 eager)" in out and "ours ddim×2 loop" in out
 

@@ -93,5 +93,7 @@ def test_patched_model_sees_pixel_patches_as_channels():
 
 
 def test_patch_size_must_divide_the_image():
+    with pytest.raises(UserError, match="patch_size=2: the UNet sees 14x14 patch grids; image size 14 cannot go"):
+        build_model(ModelConfig(variant="simple", base_channels=8, channel_mults=(1, 2, 2), patch_size=2), 1, 28)
     with pytest.raises(UserError, match="patch_size=3 does not divide the image size 28"):
         build_model(ModelConfig(variant="simple", base_channels=8, channel_mults=(1,), patch_size=3), 1, 28)

@@ -261,11 +261,16 @@ def build_model(cfg, in_channels: int, image_size: int) -> nn.Module:
     if image_size % p:
         raise UserError(f"model.patch_size={p} does not divide the image size {image_size}")
     channels, size = in_channels * p * p, image_size // p
-    if cfg.variant == "simple":
-        net = SimpleUNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_heads, cfg.dropout)
-    else:
-        net = UNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_res_blocks,
-                   cfg.attention_resolutions, cfg.num_heads, cfg.dropout)
+    try:
+        if cfg.variant == "simple":
+            net = SimpleUNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_heads, cfg.dropout)
+        else:
+            net = UNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_res_blocks,
+                       cfg.attention_resolutions, cfg.num_heads, cfg.dropout)
+    except UserError as e:
+        if p == 1:
+            raise
+        raise UserError(f"model.patch_size={p}: the UNet sees {size}x{size} patch grids; {e}") from None
     return Patched(net, p) if p > 1 else net
 
 
