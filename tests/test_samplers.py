@@ -100,3 +100,11 @@ def test_ddim_eta_one_full_steps_equals_ddpm_posterior_variance():
     a = ddim(model, x_T, S, 1000, eta=1.0, generator=torch.Generator().manual_seed(3))
     b = ddpm(model, x_T, S, 1000, variance="small", generator=torch.Generator().manual_seed(3))
     assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_one_step_sampling_returns_the_x0_estimate(x0, name):
+    # One step from t = T-1 is the network's x0 estimate for every sampler (ddpm adds no noise at its last step);
+    # float32 ε at sqrt(alpha_bar) = 0.0064 leaves ~1e-4 of error, a wrong formula would leave O(1).
+    out = SAMPLERS[name](oracle(x0), torch.randn_like(x0), S, 1)
+    assert (out - x0).abs().max() < 1e-3

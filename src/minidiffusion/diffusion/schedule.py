@@ -20,8 +20,8 @@ class Schedule:
 
     def __post_init__(self):
         b = self.betas
-        if b.dtype != torch.float64 or b.ndim != 1 or len(b) < 2:
-            raise ValueError("betas must be a 1-D float64 tensor with at least 2 entries")
+        if b.dtype != torch.float64 or b.ndim != 1 or len(b) < 1:
+            raise ValueError("betas must be a non-empty 1-D float64 tensor")
         if not bool(((b > 0) & (b < 1)).all()):
             raise ValueError("betas must lie in (0, 1)")
         b.requires_grad_(False)
