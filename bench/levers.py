@@ -6,8 +6,9 @@
 Each lever is a pair of rows, "before" and "after", timed turn about like the anchors in train_step.py; the
 ratio after / before says whether it pays (> 1) on this machine. Levers:
 
-- ``schedule_tables``: the loss indexes √ᾱ_t and √(1-ᾱ_t) from tables kept on the device
-  (``Schedule.coefficient``) instead of copying a float64 table from the host twice a step (``Schedule.at``).
+- ``schedule_tables``: the loss indexes √ᾱ_t, √(1-ᾱ_t) and the Min-SNR weight from tables kept on the device
+  (``Schedule.coefficient``, ``Schedule.cached``) instead of copying a float64 table from the host two or three
+  times a step (``Schedule.at``).
 - ``host_sync``: the step as it is without the two ``bool(isfinite(...))`` checks train.py makes (each waits
   for the GPU) — what a sync-free non-finite check would buy.
 - ``flush_denormal``: ``torch.set_flush_denormal(True)`` (CPU only).

@@ -38,6 +38,20 @@ def test_coefficient_tables_give_exactly_what_at_gives(schedule):
     assert len(schedule._tables) == 2
 
 
+def test_min_snr_loss_from_a_kept_table_equals_the_legacy_loss_bit_for_bit():
+    from minidiffusion.diffusion import diffusion_loss
+
+    s = linear_schedule()
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(5, 1, 4, 4, generator=g), torch.randn(5, 1, 4, 4, generator=g)
+    t = torch.tensor([0, 1, 500, 998, 999])
+    net = lambda x_t, t: 0.5 * x_t  # noqa: E731
+    for _ in range(2):  # the second call reads the kept table
+        assert torch.equal(diffusion_loss(net, s, x0, t, noise, min_snr_gamma=5.0),
+                           levers.legacy_diffusion_loss(net, s, x0, t, noise, min_snr_gamma=5.0))
+    assert ("min_snr", 5.0, "eps") in {key for key, _ in s._tables}
+
+
 def test_q_sample_matches_the_formula_with_at():
     s = linear_schedule()
     g = torch.Generator().manual_seed(0)

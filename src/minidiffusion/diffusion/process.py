@@ -133,7 +133,9 @@ def diffusion_loss(net: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, t
     target = noise if prediction == "eps" else v_target(schedule, x0, t, noise)
     loss = (net(x_t, t).float() - target).square().mean(dim=(1, 2, 3))
     if min_snr_gamma > 0:
-        snr = schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)
-        weight = snr.clamp(max=min_snr_gamma) / (snr if prediction == "eps" else snr + 1)
-        loss = loss * schedule.at(weight, t).view(-1)
+        def weights() -> torch.Tensor:
+            snr = schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)
+            return snr.clamp(max=min_snr_gamma) / (snr if prediction == "eps" else snr + 1)
+
+        loss = loss * schedule.cached(("min_snr", min_snr_gamma, prediction), weights, t).view(-1)
     return loss

@@ -7,6 +7,7 @@ tensors shaped for broadcasting against an image batch (N, 1, 1, 1).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import torch
@@ -64,15 +65,19 @@ class Schedule:
         return values.to(t.device)[t].float().view(-1, 1, 1, 1)
 
     def coefficient(self, name: str, t: torch.Tensor) -> torch.Tensor:
-        """``at(COEFFICIENTS[name](self), t)``, the same numbers, from a table kept on t's device.
+        """``at(COEFFICIENTS[name](self), t)``, the same numbers, from a table kept on t's device."""
+        return self.cached(name, lambda: COEFFICIENTS[name](self), t)
 
-        The table is computed in float64 once and cast once; ``at`` would copy a float64 table from the host on
-        every call, and on a GPU a blocking host-to-device copy makes the training step wait for the device.
+    def cached(self, key: Hashable, compute: Callable[[], torch.Tensor], t: torch.Tensor) -> torch.Tensor:
+        """``at(compute(), t)``, the same numbers, from a table kept on t's device under ``key``.
+
+        The (T,) float64 table ``compute()`` returns is computed once and cast once; ``at`` would copy a float64
+        table from the host on every call, and on a GPU a blocking host-to-device copy makes the training step
+        wait for the device.
         """
-        key = (name, t.device)
-        table = self._tables.get(key)
+        table = self._tables.get((key, t.device))
         if table is None:
-            table = self._tables[key] = COEFFICIENTS[name](self).float().to(t.device)
+            table = self._tables[(key, t.device)] = compute().float().to(t.device)
         return table[t].view(-1, 1, 1, 1)
 
 
