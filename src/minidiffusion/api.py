@@ -18,15 +18,16 @@ from .checkpoint import Checkpoint
 from .config import Config
 from .errors import UserError
 from .models.unet import count_parameters
-from .sampling import generate, load_model
+from .sampling import generate, load_guide, load_model
 
 
 class Model:
     """A trained network with its config and image shape, ready to sample. Made by :func:`load`."""
 
     def __init__(self, net: nn.Module, config: Config, image_shape: tuple[int, int, int], device: str = "cpu",
-                 checkpoint: Checkpoint | None = None):
+                 checkpoint: Checkpoint | None = None, guide: nn.Module | None = None):
         self.net = net  # in eval mode, gradients off
+        self.guide = guide  # the autoguidance guide network, when the checkpoint has one (see sample.guide_at)
         self.config = config
         self.image_shape = image_shape  # (C, H, W)
         self.device = device
@@ -37,14 +38,16 @@ class Model:
         """``n`` images: uint8 (n, C, H, W), or float32 in [-1, 1] with ``output="float"``; on the CPU.
 
         Image k depends only on (seed, k): the same for any ``n`` > k and any ``batch_size`` (default: the
-        config's sample.batch_size). ``options`` are other [sample] keys, e.g. ``eta=1.0``, ``variance="small"``.
+        config's sample.batch_size). ``options`` are other [sample] keys, e.g. ``eta=1.0``, ``variance="small"``,
+        ``guidance=2.0`` (autoguidance with ``self.guide``).
         """
         if n < 1:
             raise UserError(f"n={n}: draw at least one image")
         cfg = self.config.replace(sample=options) if options else self.config
         channels, size, _ = self.image_shape
         return generate(self.net, cfg, n, seed=seed, channels=channels, image_size=size, device=self.device,
-                        sampler=sampler, steps=steps, batch_size=batch_size, progress=progress, output=output)
+                        sampler=sampler, steps=steps, batch_size=batch_size, progress=progress, output=output,
+                        guide=self.guide)
 
     def __repr__(self) -> str:
         c, h, w = self.image_shape
@@ -53,8 +56,11 @@ class Model:
                 f"images {c}x{h}x{w}, {self.device}{where})")
 
 
-def load(path: str | Path, *, ema: bool = True, device: str = "cpu") -> Model:
+def load(path: str | Path, *, ema: bool = True, device: str = "cpu", guide: str | Path | None = None) -> Model:
     """The model of a run directory (its newest complete checkpoint) or of one checkpoint file.
+
+    Its autoguidance guide is the checkpoint at ``guide`` (a weaker network of the same data and diffusion), else the
+    one the checkpoint carries (trained with sample.guide_at), else none.
 
     ``ema=False`` takes the raw weights instead of their exponential moving average; ``device`` is
     ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (the GPU when there is one).
@@ -64,4 +70,4 @@ def load(path: str | Path, *, ema: bool = True, device: str = "cpu") -> Model:
     device = resolve_device(device) if device in ("auto", "cuda") else device
     net, ckpt = load_model(path, ema=ema, device=device)
     channels, size = int(ckpt.meta["data"]["channels"]), int(ckpt.meta["data"]["image_size"])
-    return Model(net, ckpt.config, (channels, size, size), device, ckpt)
+    return Model(net, ckpt.config, (channels, size, size), device, ckpt, load_guide(ckpt, guide, device=device))

@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from . import distributed
     from .images import make_grid, save_grid, save_png
-    from .sampling import generate_sharded, load_model
+    from .sampling import generate_sharded, guide_for, load_model, with_guidance
     from .train import resolve_device
 
     device = resolve_device(args.device)
@@ -85,6 +85,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cfg = ckpt.config
     if args.set:
         cfg = cfg.replace(**_sections(args.set, allowed=("sample",)))
+    cfg = with_guidance(cfg, args.guidance)
+    guide = distributed.agreed(lambda: guide_for(cfg, ckpt, args.guide, device), world)
     channels, size = ckpt.meta["data"]["channels"], ckpt.meta["data"]["image_size"]
     recorder = None
     if args.video or args.snapshots:
@@ -102,7 +104,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         recorder = DenoisingRecorder(every=args.every, with_x0=args.with_x0)
     images = generate_sharded(net, cfg, args.n, seed=args.seed, channels=channels, image_size=size, device=device,
                               world=world, sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
-                              callback=recorder, progress=not args.no_progress)
+                              callback=recorder, progress=not args.no_progress, guide=guide)
     if not world.is_main:
         return 0  # rank 0 holds all the images and writes them
     out = Path(args.out)
@@ -145,6 +147,8 @@ def _sections(overrides: list[str], allowed: tuple[str, ...]) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .sampling import add_guidance_options
+
     parser = _Parser(prog="minidiffusion", description="Train and sample DDPM-family image diffusion models.")
     parser.add_argument("--version", action="version", version=f"minidiffusion {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -172,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="images per network call")
     p.add_argument("--out", default="samples.png", help="FILE.png (grid), FILE.npz (uint8 NHWC 'images') or DIR/")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    add_guidance_options(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--set", action="append", default=[], metavar="sample.KEY=VALUE",
                    help="sampler options, e.g. --set sample.eta=1.0 --set sample.variance=small")

@@ -101,6 +101,9 @@ class SampleConfig:
     variance: str = _opt("large", choices=("large", "small"), help="ddpm: beta ('large') or posterior ('small')")
     n: int = _opt(64, min=1, help="images to draw (grids during training, default for `sample`)")
     batch_size: int = _opt(256, min=1, help="images per network call")
+    guidance: float = _opt(1.0, min=1.0, help="autoguidance weight w: ε = ε_guide + w (ε - ε_guide); 1 = off")
+    guide_at: float = _opt(0.0, min=0.0, max=0.99, help="training keeps the EMA weights at this fraction of "
+                           "train.steps as the guide network (0 = none)")
 
 
 @dataclass(frozen=True)

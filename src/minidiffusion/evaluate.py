@@ -46,7 +46,7 @@ from .data import CHANNELS, ImageDataset, default_root, load_dataset
 from .data.download import cache_dir
 from .errors import UserError
 from .features import EXTRACTORS, FeatureExtractor, extract, load_extractor
-from .sampling import generate
+from .sampling import add_guidance_options, generate, unguided_until, with_guidance
 
 log = logging.getLogger("minidiffusion")
 
@@ -368,9 +368,9 @@ class TrainingEvaluator:
         self.reference = reference_stats(self.extractor, reference_data, "test", stats_dirs(cfg.data))
 
     @torch.no_grad()
-    def __call__(self, ema_model: nn.Module, step: int) -> dict:
-        images = generate(ema_model, self.cfg, self.cfg.train.eval_n, seed=self.cfg.train.seed,
-                          channels=self.channels, image_size=self.image_size, device=self.device)
+    def __call__(self, ema_model: nn.Module, step: int, guide: nn.Module | None = None) -> dict:
+        images = generate(ema_model, unguided_until(self.cfg, guide), self.cfg.train.eval_n, seed=self.cfg.train.seed,
+                          channels=self.channels, image_size=self.image_size, device=self.device, guide=guide)
         features, logits = extract(self.extractor, images)
         fid = frechet_distance(*feature_statistics(features), self.reference.mu, self.reference.sigma)
         return {"eval_fid_classifier": fid, "eval_confident": class_summary(logits)["confident_fraction"]}
@@ -418,6 +418,7 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's sample.steps)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (image k of seed s is always the same)")
     p.add_argument("--batch-size", type=int, default=None, help="images per network call when sampling")
+    add_guidance_options(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--inception-weights", default=None,
                    help="FID Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth, a .safetensors "
@@ -443,11 +444,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     progress = not args.no_progress
 
     # -- what to score, and against which data (everything cheap first: a mistake fails before any sampling) -----
-    images, net, ckpt, source = None, None, None, args.checkpoint or args.samples
+    images, net, ckpt, guide, source = None, None, None, None, args.checkpoint or args.samples
     if args.checkpoint:
-        from .sampling import load_model
+        from .sampling import guide_for, load_model
 
         net, ckpt = load_model(args.checkpoint, device=device)
+        ckpt = dataclasses.replace(ckpt, config=with_guidance(ckpt.config, args.guidance))
+        guide = guide_for(ckpt.config, ckpt, args.guide, device)
         channels, size = int(ckpt.meta["data"]["channels"]), int(ckpt.meta["data"]["image_size"])
     elif args.samples:
         images = load_samples(args.samples, args.n)
@@ -477,7 +480,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         reference = reference_stats(extractor, data, split, stats_dirs(data_cfg, args.stats_dir), progress=progress)
     if ckpt:
         images = draw_samples(net, ckpt, args.n or DEFAULT_N, seed=args.seed, device=device, sampler=args.sampler,
-                              steps=args.steps, batch_size=args.batch_size, progress=progress)
+                              steps=args.steps, batch_size=args.batch_size, progress=progress, guide=guide)
     if args.stats_only:
         result = {"stats": str(reference.path) if reference.path else None, "cached": reference.cached,
                   "resolution": data.image_size}
@@ -509,7 +512,8 @@ def _parse_metrics(text: str | None, extractor: FeatureExtractor) -> list[str]:
 
 
 def draw_samples(net: nn.Module, ckpt: Checkpoint, n: int, *, seed: int, device: str, sampler: str | None = None,
-                 steps: int | None = None, batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
+                 steps: int | None = None, batch_size: int | None = None, progress: bool = False,
+                 guide: nn.Module | None = None) -> torch.Tensor:
     """``n`` images from a loaded checkpoint, chunk by chunk with a progress bar (per-image seeds: the chunking
     changes nothing) -> uint8 (n, C, H, W)."""
     cfg = ckpt.config
@@ -520,7 +524,7 @@ def draw_samples(net: nn.Module, ckpt: Checkpoint, n: int, *, seed: int, device:
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
             chunks.append(generate(net, cfg, count, seed=seed, start=start, channels=channels, image_size=size,
-                                   device=device, sampler=sampler, steps=steps, batch_size=batch_size))
+                                   device=device, sampler=sampler, steps=steps, batch_size=batch_size, guide=guide))
             bar.update(count)
     return torch.cat(chunks)
 

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import Config
-from .diffusion import SAMPLERS, eps_model, image_generators, image_seeds, make_schedule
+from .diffusion import SAMPLERS, eps_model, guided_eps_model, image_generators, image_seeds, make_schedule
 from .diffusion.samplers import Callback, randn
 from .distributed import World
 from .errors import UserError
@@ -22,27 +22,78 @@ from .models.unet import build_model
 def load_model(path: str | Path, *, ema: bool = True, device: str = "cpu") -> tuple[nn.Module, Checkpoint]:
     """The network of a checkpoint (EMA weights unless ``ema=False``), in eval mode on ``device``."""
     ckpt = load_checkpoint(path)
+    prefix = "ema" if ema and any(k.startswith("ema.") for k in ckpt.tensors) else "model"
+    return _network(ckpt, prefix, device), ckpt
+
+
+def load_guide(ckpt: Checkpoint, path: str | Path | None = None, *, device: str = "cpu") -> nn.Module | None:
+    """The autoguidance guide for ``ckpt``'s network: the EMA weights of the checkpoint at ``path`` (a run
+    directory or file: any network trained on the same images with the same diffusion), else the guide ``ckpt``
+    carries (kept during training, see sample.guide_at), else None."""
+    if path is None:
+        return _network(ckpt, "guide", device) if any(k.startswith("guide.") for k in ckpt.tensors) else None
+    guide = load_checkpoint(path)
+    if guide.meta.get("data") != ckpt.meta.get("data"):
+        raise UserError(f"--guide {path}: trained on other images ({guide.meta.get('data')}) than {ckpt.path} "
+                        f"({ckpt.meta.get('data')})")
+    differ = [k for k, v in vars(ckpt.config.diffusion).items()
+              if k != "min_snr_gamma" and getattr(guide.config.diffusion, k) != v]  # the loss weight may differ
+    if differ:
+        raise UserError(f"--guide {path}: its diffusion differs from {ckpt.path}'s in {', '.join(differ)}")
+    return _network(guide, "ema" if any(k.startswith("ema.") for k in guide.tensors) else "model", device)
+
+
+def _network(ckpt: Checkpoint, prefix: str, device: str) -> nn.Module:
     data = ckpt.meta.get("data")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), int) and data[k] >= 1
                                              for k in ("channels", "image_size")):
         raise UserError(f"{ckpt.path}: checkpoint does not record a valid image shape ('data' entry: {data!r})")
     net = build_model(ckpt.config.model, int(data["channels"]), int(data["image_size"]))
-    prefix = "ema" if ema and any(k.startswith("ema.") for k in ckpt.tensors) else "model"
-    state = ckpt.state_dict(prefix)
     try:
-        net.load_state_dict(state)
+        net.load_state_dict(ckpt.state_dict(prefix))
     except RuntimeError as e:
         first_line = str(e).splitlines()[0]
         raise UserError(f"{ckpt.path}: weights do not fit the model its config describes ({first_line})") from None
-    return net.to(device).eval().requires_grad_(False), ckpt
+    return net.to(device).eval().requires_grad_(False)
+
+
+def add_guidance_options(parser) -> None:
+    """``--guidance`` and ``--guide``, shared by `sample` and `evaluate`."""
+    parser.add_argument("--guidance", type=float, default=None, metavar="W",
+                        help="autoguidance weight (default: the config's sample.guidance; 1 = off)")
+    parser.add_argument("--guide", default=None, metavar="CHECKPOINT",
+                        help="the guide network: a weaker checkpoint of the same data and diffusion (default: the "
+                             "one the checkpoint carries when trained with sample.guide_at)")
+
+
+def with_guidance(cfg: Config, weight: float | None) -> Config:
+    """``cfg`` with sample.guidance = ``weight`` (validated as the config key is); unchanged for None."""
+    return cfg if weight is None else cfg.replace(sample={"guidance": weight})
+
+
+def guide_for(cfg: Config, ckpt: Checkpoint, path: str | Path | None, device: str) -> nn.Module | None:
+    """The guide network that ``--guide``/``cfg`` ask for: None when guidance is off."""
+    if cfg.sample.guidance == 1:
+        if path is not None:
+            raise UserError(f"--guide {path}: guidance is off (sample.guidance = 1); add --guidance W, e.g. 2")
+        return None
+    return load_guide(ckpt, path, device=device)
+
+
+def unguided_until(cfg: Config, guide: nn.Module | list[nn.Module] | None) -> Config:
+    """``cfg``, with guidance off while there is no guide yet (the grids drawn during training before guide_at)."""
+    return cfg if guide or cfg.sample.guidance == 1 else cfg.replace(sample={"guidance": 1.0})
 
 
 @torch.no_grad()
 def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, image_size: int, device: str = "cpu",
              sampler: str | None = None, steps: int | None = None, batch_size: int | None = None, start: int = 0,
              callback: Callback = None, progress: bool = False, output: str = "uint8", precision: str = "fp32",
-             channels_last: bool = False, cuda_graph: bool = False) -> torch.Tensor:
+             channels_last: bool = False, cuda_graph: bool = False, guide: nn.Module | None = None) -> torch.Tensor:
     """``n`` images as uint8 (n, C, H, W) on the CPU: images start .. start+n-1 of the run with ``seed``.
+
+    With ``cfg.sample.guidance`` w > 1 every step evaluates ``guide`` too (see ``load_guide``) and uses
+    ε_guide + w (ε - ε_guide); w = 1 ignores it.
 
     ``precision`` ("fp32", "bf16", "fp16": autocast), ``channels_last`` and ``cuda_graph`` (one CUDA graph per
     batch shape, replayed every step) are the GPU speed options; see ``diffusion.process.FastEpsModel``.
@@ -71,8 +122,14 @@ def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, i
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise UserError(f"precision={precision!r}: choose from {', '.join(dtypes)}")
-    model = eps_model(net, schedule, cfg.diffusion.prediction, dtype=dtypes[precision], channels_last=channels_last,
-                      cuda_graph=cuda_graph)
+    fast = {"dtype": dtypes[precision], "channels_last": channels_last, "cuda_graph": cuda_graph}
+    model = eps_model(net, schedule, cfg.diffusion.prediction, **fast)
+    if sc.guidance != 1:
+        if guide is None:
+            raise UserError(f"sample.guidance={sc.guidance:g} needs a guide network, and there is none: train with "
+                            f"sample.guide_at > 0, pass --guide CHECKPOINT, or set sample.guidance=1")
+        guide.eval()
+        model = guided_eps_model(model, eps_model(guide, schedule, cfg.diffusion.prediction, **fast), sc.guidance)
     out = []
     starts = range(start, start + n, batch_size)
     for b in tqdm(starts, desc="batches", leave=False, disable=not progress or len(starts) == 1):

@@ -32,7 +32,7 @@ from .errors import UserError
 from .images import make_grid, save_grid, to_model_range
 from .logging_backends import MetricsLogger, require_backends
 from .models.unet import build_model, count_parameters
-from .sampling import generate_sharded
+from .sampling import generate_sharded, unguided_until
 
 log = logging.getLogger("minidiffusion")
 
@@ -161,6 +161,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     torch.manual_seed(cfg.train.seed)  # initial weights
     model = build_model(cfg.model, data.channels, data.image_size).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    guide_step = round(cfg.sample.guide_at * total) if cfg.sample.guide_at else None
+    guide: list[nn.Module] = []  # autoguidance: the EMA weights at guide_step, once taken (or restored)
     schedule = make_schedule(cfg.diffusion)
     fused = device.startswith("cuda")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
@@ -182,7 +184,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                 log.info("--resume: no checkpoint in %s yet, starting a fresh run", out)
         else:
             distributed.agreed(lambda: restore(latest or _load_for_resume(found[0]), cfg, model, ema, optimizer,
-                                               scaler, state), world)
+                                               scaler, state, guide), world)
             if world.is_main:
                 log.info("resuming from %s (step %d)", *found)
     else:
@@ -261,6 +263,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         bar.update(1)
+        if state.step == guide_step:
+            guide[:] = [copy.deepcopy(ema)]
 
         out_of_time = _out_of_time(cfg, loop_start, state.step, world)
         last = state.step == total or out_of_time
@@ -275,17 +279,18 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             window.reset()
             start_time = time.perf_counter()
         if last or (cfg.train.sample_every and state.step % cfg.train.sample_every == 0):
-            grid = generate_sharded(ema, cfg, cfg.sample.n, seed=cfg.train.seed, channels=data.channels,
-                                    image_size=data.image_size, device=device, world=world)
+            grid = generate_sharded(ema, unguided_until(cfg, guide), cfg.sample.n, seed=cfg.train.seed,
+                                    channels=data.channels, image_size=data.image_size, device=device, world=world,
+                                    guide=guide[0] if guide else None)
             if world.is_main:
                 save_grid(grid, out / "samples" / f"step_{state.step:08d}.png")
                 logger.image("samples", make_grid(grid), state.step)
             model.train()
         if evaluator is not None and state.step % cfg.train.eval_every == 0:
-            logger.log({"step": state.step, **evaluator(ema, state.step)})
+            logger.log({"step": state.step, **evaluator(ema, state.step, guide[0] if guide else None)})
             model.train()
         if last or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
-            tensors = checkpoint_tensors(model, ema, optimizer)
+            tensors = checkpoint_tensors(model, ema, optimizer, guide[0] if guide else None)
             # Only rank 0 writes, which is right only while every rank holds the same weights, EMA and optimizer
             # state (DDP averages the gradients; everything after that is deterministic). Cheap to confirm.
             if not distributed.ranks_agree(tensors.values(), world) and world.is_main:
@@ -397,9 +402,12 @@ def _load_for_resume(path: str) -> Checkpoint:
                         f"directory, e.g. on a shared disk)") from None
 
 
-def checkpoint_tensors(model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+def checkpoint_tensors(model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer,
+                       guide: nn.Module | None = None) -> dict[str, torch.Tensor]:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    if guide is not None:
+        tensors.update({f"guide.{k}": v for k, v in guide.state_dict().items()})
     for i, s in optimizer.state_dict()["state"].items():
         tensors.update({f"optim.{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v) for k, v in s.items()})
     return tensors
@@ -414,15 +422,23 @@ def checkpoint_meta(data: ImageDataset, state: RunState, optimizer: torch.optim.
 
 
 def restore(ckpt: Checkpoint, cfg: Config, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler, state: RunState) -> None:
-    """Load weights, EMA, optimizer and counters from a checkpoint, checking the model shapes first."""
+            scaler: torch.amp.GradScaler, state: RunState, guide: list[nn.Module] | None = None) -> None:
+    """Load weights, EMA, optimizer and counters from a checkpoint, checking the model shapes first; the
+    autoguidance guide too, into ``guide`` (a list, emptied or given one network), when the checkpoint has one."""
     for prefix, module in (("model", model), ("ema", ema)):
         _check_shapes(module, ckpt.state_dict(prefix), str(ckpt.path))
+    has_guide = any(k.startswith("guide.") for k in ckpt.tensors)
+    if has_guide:
+        _check_shapes(ema, ckpt.state_dict("guide"), str(ckpt.path))
     if ckpt.config.model != cfg.model:  # shapes fit (a mismatch is an error above, not this warning and an error)
         changed = [k for k, v in vars(cfg.model).items() if getattr(ckpt.config.model, k) != v]
         log.warning("--resume: model settings differ from the checkpoint's (%s)", ", ".join(changed))
     for prefix, module in (("model", model), ("ema", ema)):
         module.load_state_dict(ckpt.state_dict(prefix))
+    if guide is not None:
+        guide[:] = [copy.deepcopy(ema).requires_grad_(False)] if has_guide else []
+        if has_guide:
+            guide[0].load_state_dict(ckpt.state_dict("guide"))
     opt_state = optimizer.state_dict()
     per_param: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in ckpt.tensors.items():

@@ -1,9 +1,9 @@
 """The diffusion process: schedules (float64, immutable), q_sample and the loss, and the samplers."""
 
-from .process import diffusion_loss, eps_from_x0, eps_model, q_posterior, q_sample, x0_from_eps
+from .process import diffusion_loss, eps_from_x0, eps_model, guided_eps_model, q_posterior, q_sample, x0_from_eps
 from .samplers import SAMPLERS, StepInfo, ddim, ddpm, dpmpp, image_generators, image_seeds, timesteps
 from .schedule import Schedule, cosine_schedule, linear_schedule, make_schedule
 
 __all__ = ["SAMPLERS", "Schedule", "StepInfo", "cosine_schedule", "ddim", "ddpm", "diffusion_loss", "dpmpp",
-           "eps_from_x0", "eps_model", "image_generators", "image_seeds", "linear_schedule", "make_schedule",
-           "q_posterior", "q_sample", "timesteps", "x0_from_eps"]
+           "eps_from_x0", "eps_model", "guided_eps_model", "image_generators", "image_seeds", "linear_schedule",
+           "make_schedule", "q_posterior", "q_sample", "timesteps", "x0_from_eps"]

@@ -70,6 +70,18 @@ def eps_model(net: torch.nn.Module, schedule: Schedule, prediction: str = "eps",
     return lambda x_t, t: eps_from_v(schedule, x_t, t, net(x_t, t).float())
 
 
+def guided_eps_model(model: EpsModel, guide: EpsModel, weight: float) -> EpsModel:
+    """Autoguidance (Karras et al. 2024): ε = ε_guide + w (ε - ε_guide), the guide a weaker version of the same
+    model (here: the same run, earlier). w = 1 is the model alone; w > 1 pushes samples away from what the weaker
+    model gets wrong, trading variety for well-formed images, as classifier-free guidance does, without labels.
+    """
+    def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        weak = guide(x_t, t).float()
+        return weak + weight * (model(x_t, t).float() - weak)
+
+    return guided
+
+
 class FastEpsModel:
     """A network called the fast way for sampling: autocast to ``dtype``, channels_last input, and with
     ``cuda_graph`` on a CUDA input one CUDA graph per input shape, captured on first use and replayed every step.

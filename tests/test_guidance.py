@@ -1,0 +1,109 @@
+"""Autoguidance: the guided ε, the guide network a run keeps (sample.guide_at), and how sampling finds it."""
+
+import shutil
+
+import pytest
+import torch
+
+import minidiffusion
+from minidiffusion.checkpoint import load_checkpoint
+from minidiffusion.cli import main
+from minidiffusion.diffusion import guided_eps_model
+from minidiffusion.errors import UserError
+from minidiffusion.sampling import generate, load_model
+from minidiffusion.train import train
+from tests.helpers import make_folder, tiny_config
+
+GUIDED = {"guide_at": 0.5, "guidance": 2.0}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def run(folder, tmp_path_factory):
+    """8 steps, checkpoints every 2, the guide taken at step 4; grids at every checkpoint, guided from step 4."""
+    cfg = tiny_config(folder, train={"steps": 8, "checkpoint_every": 2, "keep_checkpoints": 10, "sample_every": 2},
+                      sample=GUIDED)
+    out = tmp_path_factory.mktemp("run")
+    train(cfg, out, progress=False)
+    return out
+
+
+def ckpt(run, step):
+    return load_checkpoint(run / "checkpoints" / f"ckpt_{step:08d}.json")
+
+
+def test_guided_eps_is_guide_plus_w_times_the_difference():
+    x, t = torch.randn(3, 1, 4, 4), torch.tensor([0, 5, 9])
+    good = lambda x, t: 2 * x + t.view(-1, 1, 1, 1)  # noqa: E731
+    weak = lambda x, t: x  # noqa: E731
+    for w in (1.0, 1.5, 3.0):
+        assert torch.allclose(guided_eps_model(good, weak, w)(x, t), x + w * (x + t.view(-1, 1, 1, 1)))
+
+
+def test_the_run_keeps_the_ema_at_guide_at_as_its_guide(run):
+    assert not any(k.startswith("guide.") for k in ckpt(run, 2).tensors)
+    at_4, at_8 = ckpt(run, 4), ckpt(run, 8)
+    assert at_4.state_dict("guide").keys() == at_4.state_dict("ema").keys()
+    for key, value in at_4.state_dict("ema").items():
+        assert torch.equal(at_4.tensors[f"guide.{key}"], value), key  # the EMA at step 4 ...
+        assert torch.equal(at_8.tensors[f"guide.{key}"], value), key  # ... kept to the end
+    assert not all(torch.equal(at_8.tensors[f"guide.{k}"], v) for k, v in at_8.state_dict("ema").items())
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [f"step_{s:08d}.png" for s in (2, 4, 6, 8)]
+
+
+@pytest.mark.parametrize("guide_at", [0.5, 0.75])  # the guide taken before the cut (step 3), and after it (step 4)
+def test_resume_restores_or_takes_the_guide_as_the_uninterrupted_run(folder, tmp_path, guide_at):
+    cfg = tiny_config(folder, sample={"guide_at": guide_at, "guidance": 2.0})
+    train(cfg, tmp_path / "full", progress=False)
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    for suffix in (".json", ".safetensors"):
+        (tmp_path / "cut" / "checkpoints" / f"ckpt_00000006{suffix}").unlink()
+    train(cfg, tmp_path / "cut", resume=True, progress=False)
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "cut")
+    assert any(k.startswith("guide.") for k in a.tensors) and a.tensors.keys() == b.tensors.keys()
+    for key in a.tensors:
+        assert torch.equal(a.tensors[key], b.tensors[key]), key
+
+
+def test_the_model_as_its_own_guide_changes_nothing(run):
+    net, c = load_model(run)
+    kw = {"seed": 3, "channels": 1, "image_size": 8, "output": "float"}
+    plain = generate(net, c.config.replace(sample={"guidance": 1.0}), 4, **kw)
+    assert torch.equal(generate(net, c.config, 4, guide=net, **kw), plain)  # ε_g + w (ε - ε_g) = ε when g = net
+    assert not torch.allclose(generate(net, c.config, 4, guide=load_model(ckpt(run, 2).path)[0], **kw), plain)
+    with pytest.raises(UserError, match="needs a guide network"):
+        generate(net, c.config, 4, **kw)
+
+
+def test_load_finds_the_guide_and_sample_applies_the_weight(run):
+    model = minidiffusion.load(run)
+    assert model.guide is not None
+    plain, guided = model.sample(4, sampler="ddim", steps=3, guidance=1.0), model.sample(4, sampler="ddim", steps=3)
+    assert not torch.equal(plain, guided) and torch.equal(guided, model.sample(4, sampler="ddim", steps=3))
+    other = minidiffusion.load(run, guide=ckpt(run, 2).path)  # an explicit guide replaces the carried one
+    assert not torch.equal(other.sample(4, sampler="ddim", steps=3), guided)
+    assert minidiffusion.load(ckpt(run, 2).path).guide is None
+
+
+def test_cli_guidance_options(run, folder, tmp_path, capsys):
+    early = str(ckpt(run, 2).path)
+    assert main(["sample", "--checkpoint", str(run), "--n", "4", "--out", str(tmp_path / "a.npz"),
+                 "--no-progress"]) == 0
+    assert main(["sample", "--checkpoint", early, "--guidance", "3", "--guide", str(run), "--n", "4",
+                 "--out", str(tmp_path / "b.npz"), "--no-progress"]) == 0
+    other = tmp_path / "other"  # 16 px images: no guide for an 8 px model
+    train(tiny_config(make_folder(tmp_path / "big", size=16), data={"image_size": 16}, train={"steps": 1}), other,
+          progress=False)
+    cases = [(["--checkpoint", early], "needs a guide network"),
+             (["--checkpoint", str(run), "--guidance", "1", "--guide", early], "guidance is off"),
+             (["--checkpoint", str(run), "--guide", str(other)], "trained on other images"),
+             (["--checkpoint", str(run), "--guidance", "0.5"], "below the minimum")]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(["sample", *args, "--n", "4", "--out", str(tmp_path / "c.npz"), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
