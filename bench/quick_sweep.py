@@ -94,44 +94,32 @@ def quality(name: str, device: str, out: str, n: int, extra: list[str], threads:
 
 
 def speed(name: str, device: str, steps: int) -> dict:
-    """Images per second of one training step of variant ``name`` (the loss, clip, AdamW, EMA), median of 3."""
+    """Images per second of one training step of variant ``name``, taken as ``train_step.py`` takes it
+    (``common.TrainStep``: loss, clip, AdamW, EMA; the variant's channels_last), median of 3 rounds."""
     import statistics
 
     import torch
 
-    from minidiffusion.diffusion import diffusion_loss, make_schedule
+    from common import Settings, TrainStep, random_batch
     from minidiffusion.models.unet import build_model
-    from minidiffusion.train import ema_update
 
     cfg = config(name, device, [])
     torch.manual_seed(0)
-    net = build_model(cfg.model, 1, 28).to(device)
-    ema = build_model(cfg.model, 1, 28).to(device).requires_grad_(False)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    schedule = make_schedule(cfg.diffusion)
+    settings = Settings(device=device, channels_last=cfg.train.channels_last)
+    step = TrainStep(build_model(cfg.model, 1, 28), cfg, settings)
     b = cfg.train.batch_size
-    x0 = torch.rand(b, 1, 28, 28, device=device) * 2 - 1
-
-    def step(i: int) -> None:
-        t = torch.randint(0, schedule.num_timesteps, (b,), device=device)
-        loss = diffusion_loss(net, schedule, x0, t, torch.randn_like(x0), cfg.diffusion.prediction,
-                              cfg.diffusion.min_snr_gamma).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema_update(ema, net, 0.995, i)
-
-    for i in range(3):
-        step(i)
+    batch = random_batch(b, 1, 28, device, channels_last=settings.channels_last)
+    for _ in range(3):
+        step(*batch)
     rates = []
     for _ in range(3):
         started = time.perf_counter()
-        for i in range(steps):
-            step(i)
+        for _ in range(steps):
+            step(*batch)
         rates.append(steps * b / (time.perf_counter() - started))
     return {"variant": name, "img_per_s": statistics.median(rates), "batch": b,
-            "params": sum(p.numel() for p in net.parameters()), "threads": torch.get_num_threads()}
+            "params": sum(p.numel() for p in step.model.parameters()), "threads": torch.get_num_threads(),
+            "channels_last": settings.channels_last}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,7 @@ def test_dry_run_prints_config_and_exact_parameter_count():
     (["train", "--set", "train.precision=fp8", "--dry-run"], "not one of fp32, bf16, fp16"),
     (["train", "--set", "train.batch_size=0", "--dry-run"], "below the minimum 1"),
     (["train", "--set", "lr=1", "--dry-run"], "expected section.key=value"),
+    (["train", "--set", "model.channel_mults=[]", "--dry-run"], "channel_mults: needs at least 1 value(s)"),
     (["train", "--config", "nope", "--dry-run"], "config 'nope' not found"),
     (["train", "--set", "data.image_size=30", "--dry-run"], "patch grids; image size 15 cannot go through 2 levels"),
     (["sample", "--checkpoint", "missing_dir"], "not found"),

@@ -79,3 +79,20 @@ def test_missing_tensorboard_fails_before_training(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"pip install 'minidiffusion\[tb\]'"):
         train(cfg, tmp_path / "run", progress=False)  # before the (missing) data is even looked at
     assert not (tmp_path / "run").exists()
+
+
+def test_resumed_logger_drops_what_the_resumed_run_logs_again(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": s / 10}) + "\n" for s in (2, 4, 6)) + '{"step": 8, "lo')
+    logger = MetricsLogger(tmp_path, ("jsonl",), resumed_at=4)  # killed mid-line after step 6; resumed from 4
+    logger.log({"step": 6, "loss": 0.5})
+    assert [json.loads(x) for x in path.read_text().splitlines()] == [
+        {"step": 2, "loss": 0.2}, {"step": 4, "loss": 0.4}, {"step": 6, "loss": 0.5}]
+
+
+def test_an_unwritable_metrics_file_warns_once_and_training_goes_on(tmp_path, caplog):
+    (tmp_path / "metrics.jsonl").mkdir()  # opening it for appending fails with an OSError, as a full disk would
+    logger = MetricsLogger(tmp_path, ("jsonl",))
+    for step in (1, 2):
+        logger.log({"step": step, "loss": 1.0})
+    assert logger.write_failed and caplog.text.count("cannot write") == 1

@@ -46,6 +46,7 @@ def test_resume_reproduces_the_uninterrupted_run(folder, tmp_path):
     cut_log = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     loss = lambda line: json.loads(line)["loss"]
     assert loss(full_log[-1]) == loss(cut_log[-1])
+    assert [json.loads(line)["step"] for line in cut_log] == [2, 4, 6]  # steps 4 and 6 once: resumed, not repeated
 
 
 def test_resume_without_checkpoint_starts_fresh(folder, tmp_path, caplog):

@@ -21,9 +21,10 @@ from .errors import UserError
 
 
 def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None, max: float | None = None,
-         help: str = "") -> Any:
-    """A dataclass field carrying its validation rules (choices, inclusive bounds) and a one-line help."""
-    meta = {"choices": choices, "min": min, "max": max, "help": help}
+         min_items: int = 0, help: str = "") -> Any:
+    """A dataclass field carrying its validation rules (choices, inclusive bounds, for lists the least number of
+    items) and a one-line help."""
+    meta = {"choices": choices, "min": min, "max": max, "min_items": min_items, "help": help}
     if isinstance(default, (list, tuple)):
         return field(default=tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -33,7 +34,8 @@ def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None
 class ModelConfig:
     variant: str = _opt("ddpm", choices=("ddpm", "simple"), help="UNet: Ho et al. 'ddpm' or the lighter 'simple'")
     base_channels: int = _opt(128, min=8, help="width of the first level; a multiple of 8 (GroupNorm)")
-    channel_mults: tuple[int, ...] = _opt((1, 2, 2, 2), min=1, help="width of each level relative to base_channels")
+    channel_mults: tuple[int, ...] = _opt((1, 2, 2, 2), min=1, min_items=1,
+                                          help="width of each level relative to base_channels")
     num_res_blocks: int = _opt(2, min=1, max=8, help="residual blocks per level (ddpm variant)")
     attention_resolutions: tuple[int, ...] = _opt((16,), min=1, help="feature sizes that get self-attention (ddpm)")
     num_heads: int = _opt(1, min=1, help="attention heads")
@@ -193,6 +195,8 @@ def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise UserError(f"{key}: expected a list of {item_type.__name__}, got {value!r}")
+        if len(value) < meta.get("min_items", 0):
+            raise UserError(f"{key}: needs at least {meta['min_items']} value(s), got {list(value)!r}")
         return tuple(_check(key, v, item_type, meta) for v in value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)

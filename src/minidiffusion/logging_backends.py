@@ -9,13 +9,17 @@ not at the first log line hours later.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .checkpoint import atomic_write_bytes
 from .errors import UserError
+
+log = logging.getLogger("minidiffusion")
 
 BACKENDS = ("jsonl", "tensorboard")
 
@@ -41,20 +45,46 @@ def _summary_writer_class() -> type:
 class MetricsLogger:
     """One JSON line per record in ``out_dir/metrics.jsonl``; scalars and images in ``out_dir/tb`` for TensorBoard.
 
-    ``backends=()`` logs nothing (what ranks other than 0 get).
+    ``backends=()`` logs nothing (what ranks other than 0 get). ``resumed_at``: the step a resumed run continues
+    from; what the interrupted run logged after it is dropped, since the resumed run logs those steps again.
+    A metrics line that cannot be written (a full disk) is a warning, not the end of the run.
     """
 
-    def __init__(self, out_dir: str | Path, backends: Sequence[str] = ("jsonl",)):
+    def __init__(self, out_dir: str | Path, backends: Sequence[str] = ("jsonl",), resumed_at: int | None = None):
         require_backends(backends)
         out = Path(out_dir)
         self.jsonl_path = out / "metrics.jsonl" if "jsonl" in backends else None
-        self.writer = _summary_writer_class()(log_dir=str(out / "tb")) if "tensorboard" in backends else None
+        self.writer = None
+        if "tensorboard" in backends:
+            purge = None if resumed_at is None else resumed_at + 1
+            self.writer = _summary_writer_class()(log_dir=str(out / "tb"), purge_step=purge)
+        self.write_failed = False
+        if resumed_at is not None and self.jsonl_path is not None and self.jsonl_path.is_file():
+            self._rewind(resumed_at)
+
+    def _rewind(self, step: int) -> None:
+        """Keep the lines up to ``step``; a torn last line of a killed run goes too."""
+        kept = []
+        for line in self.jsonl_path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                kept.append(line + "\n")
+        atomic_write_bytes(self.jsonl_path, "".join(kept).encode())
 
     def log(self, record: dict[str, Any]) -> None:
         """Append ``record`` (JSON-serializable, with an integer ``step``); every number in it becomes a scalar."""
         if self.jsonl_path is not None:
-            with open(self.jsonl_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(self.jsonl_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:
+                if not self.write_failed:
+                    log.warning("%s: cannot write (%s); training goes on, metrics lines are lost until it can",
+                                self.jsonl_path, e.strerror or e)
+                self.write_failed = True
         if self.writer is not None:
             step = int(record["step"])
             for tag, value in _scalars(record):

@@ -211,7 +211,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                  world.size, state.step, total)
 
     # -- the loop ------------------------------------------------------------------------------------------------
-    logger = MetricsLogger(out, cfg.train.log if world.is_main else ())  # metrics.jsonl, tb/: rank 0 only
+    logger = MetricsLogger(out, cfg.train.log if world.is_main else (),  # metrics.jsonl, tb/: rank 0 only
+                           resumed_at=state.step if resume else None)
     bar = tqdm(total=total, initial=state.step, disable=not (progress and world.is_main), dynamic_ncols=True)
     window = _Window(device)
     T = schedule.num_timesteps
