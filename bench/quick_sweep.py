@@ -99,8 +99,8 @@ def speed(name: str, device: str, steps: int) -> dict:
     import statistics
 
     import torch
-
     from common import Settings, TrainStep, random_batch
+
     from minidiffusion.models.unet import build_model
 
     cfg = config(name, device, [])
