@@ -47,7 +47,7 @@ class Model:
         channels, size, _ = self.image_shape
         return generate(self.net, cfg, n, seed=seed, channels=channels, image_size=size, device=self.device,
                         sampler=sampler, steps=steps, batch_size=batch_size, progress=progress, output=output,
-                        guide=self.guide)
+                        guide=self.guide, channels_last=cfg.train.channels_last)
 
     def __repr__(self) -> str:
         c, h, w = self.image_shape

@@ -104,7 +104,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         recorder = DenoisingRecorder(every=args.every, with_x0=args.with_x0)
     images = generate_sharded(net, cfg, args.n, seed=args.seed, channels=channels, image_size=size, device=device,
                               world=world, sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
-                              callback=recorder, progress=not args.no_progress, guide=guide)
+                              callback=recorder, progress=not args.no_progress, guide=guide,
+                              channels_last=cfg.train.channels_last)
     if not world.is_main:
         return 0  # rank 0 holds all the images and writes them
     out = Path(args.out)

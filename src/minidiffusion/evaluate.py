@@ -524,7 +524,8 @@ def draw_samples(net: nn.Module, ckpt: Checkpoint, n: int, *, seed: int, device:
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
             chunks.append(generate(net, cfg, count, seed=seed, start=start, channels=channels, image_size=size,
-                                   device=device, sampler=sampler, steps=steps, batch_size=batch_size, guide=guide))
+                                   device=device, sampler=sampler, steps=steps, batch_size=batch_size, guide=guide,
+                                   channels_last=cfg.train.channels_last))
             bar.update(count)
     return torch.cat(chunks)
 
