@@ -1,11 +1,13 @@
 """Tiny configs and datasets shared by the tests."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from minidiffusion.config import Config
+from minidiffusion.train import train
 
 
 def make_folder(root: Path, n: int = 32, size: int = 8, seed: int = 0) -> Path:
@@ -31,3 +33,14 @@ def tiny_config(root: Path, **sections) -> Config:
     for section, values in sections.items():
         base.setdefault(section, {}).update(values)
     return Config.from_dict(base)
+
+
+def full_and_resumed(cfg: Config, tmp_path: Path) -> tuple[Path, Path]:
+    """Train ``cfg`` (6 steps, checkpoints at 3 and 6) into tmp_path/full; then tmp_path/cut, a copy of it stopped
+    after step 3 (exactly what a run killed there leaves: the step-6 checkpoint gone), resumed to the end."""
+    train(cfg, tmp_path / "full", progress=False)
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    for suffix in (".json", ".safetensors"):
+        (tmp_path / "cut" / "checkpoints" / f"ckpt_00000006{suffix}").unlink()
+    train(cfg, tmp_path / "cut", resume=True, progress=False)
+    return tmp_path / "full", tmp_path / "cut"

@@ -1,6 +1,5 @@
 """Autoguidance: the guided ε, the guide network a run keeps (sample.guide_at), and how sampling finds it."""
 
-import shutil
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from minidiffusion.diffusion import guided_eps_model
 from minidiffusion.errors import UserError
 from minidiffusion.sampling import generate, load_model
 from minidiffusion.train import train
-from tests.helpers import make_folder, tiny_config
+from tests.helpers import full_and_resumed, make_folder, tiny_config
 
 GUIDED = {"guide_at": 0.5, "guidance": 2.0}
 
@@ -58,12 +57,7 @@ def test_the_run_keeps_the_ema_at_guide_at_as_its_guide(run):
 @pytest.mark.parametrize("guide_at", [0.5, 0.75])  # the guide taken before the cut (step 3), and after it (step 4)
 def test_resume_restores_or_takes_the_guide_as_the_uninterrupted_run(folder, tmp_path, guide_at):
     cfg = tiny_config(folder, sample={"guide_at": guide_at, "guidance": 2.0})
-    train(cfg, tmp_path / "full", progress=False)
-    shutil.copytree(tmp_path / "full", tmp_path / "cut")
-    for suffix in (".json", ".safetensors"):
-        (tmp_path / "cut" / "checkpoints" / f"ckpt_00000006{suffix}").unlink()
-    train(cfg, tmp_path / "cut", resume=True, progress=False)
-    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "cut")
+    a, b = (load_checkpoint(run) for run in full_and_resumed(cfg, tmp_path))
     assert any(k.startswith("guide.") for k in a.tensors) and a.tensors.keys() == b.tensors.keys()
     for key in a.tensors:
         assert torch.equal(a.tensors[key], b.tensors[key]), key

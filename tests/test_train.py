@@ -1,5 +1,4 @@
 import json
-import shutil
 
 import pytest
 import torch
@@ -7,7 +6,7 @@ import torch
 from minidiffusion.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from minidiffusion.errors import UserError
 from minidiffusion.train import BatchOrder, lr_at, train
-from tests.helpers import make_folder, tiny_config
+from tests.helpers import full_and_resumed, make_folder, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +31,13 @@ def test_run_directory_contents(folder, tmp_path):
 
 def test_resume_reproduces_the_uninterrupted_run(folder, tmp_path):
     cfg = tiny_config(folder, model={"dropout": 0.1})  # dropout too: its randomness is per step as well
-    train(cfg, tmp_path / "full", progress=False)
-    # The state after step 3 is exactly what a run stopped there leaves: drop the step-6 checkpoint and resume.
-    shutil.copytree(tmp_path / "full", tmp_path / "cut")
-    for suffix in (".json", ".safetensors"):
-        (tmp_path / "cut" / "checkpoints" / f"ckpt_00000006{suffix}").unlink()
-    train(cfg, tmp_path / "cut", resume=True, progress=False)
-    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "cut")
+    full, cut = full_and_resumed(cfg, tmp_path)
+    a, b = load_checkpoint(full), load_checkpoint(cut)
     assert a.step == b.step == 6
     for key in a.tensors:
         assert torch.equal(a.tensors[key], b.tensors[key]), key
-    full_log = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
-    cut_log = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    full_log = (full / "metrics.jsonl").read_text().splitlines()
+    cut_log = (cut / "metrics.jsonl").read_text().splitlines()
     loss = lambda line: json.loads(line)["loss"]
     assert loss(full_log[-1]) == loss(cut_log[-1])
     assert [json.loads(line)["step"] for line in cut_log] == [2, 4, 6]  # steps 4 and 6 once: resumed, not repeated
