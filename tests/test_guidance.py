@@ -101,3 +101,17 @@ def test_cli_guidance_options(run, folder, tmp_path, capsys):
         assert main(["sample", *args, "--n", "4", "--out", str(tmp_path / "c.npz"), "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_resuming_past_guide_at_without_a_guide_says_so(folder, tmp_path, caplog):
+    train(tiny_config(folder), tmp_path / "r", progress=False)  # 6 steps, no guide
+    caplog.set_level("WARNING", logger="minidiffusion")
+    later = tiny_config(folder, train={"steps": 8}, sample={"guide_at": 0.25})  # the guide step, 2, is long past
+    train(later, tmp_path / "r", resume=True, progress=False)
+    assert "its step 2 is behind the resumed step 6" in caplog.text
+    assert not any(k.startswith("guide.") for k in load_checkpoint(tmp_path / "r").tensors)
+
+
+def test_evaluate_refuses_guidance_for_samples_from_a_file(tmp_path, capsys):
+    assert main(["evaluate", "--samples", str(tmp_path / "x.npz"), "--dataset", "mnist", "--guidance", "2"]) == 2
+    assert "apply to samples drawn from --checkpoint" in capsys.readouterr().err

@@ -438,6 +438,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     start_time = time.perf_counter()
     if not (args.checkpoint or args.samples or args.stats_only):
         raise UserError("evaluate: give --checkpoint RUN, --samples FILE.npz|DIR, or --stats-only")
+    if (args.guidance is not None or args.guide) and not args.checkpoint:
+        raise UserError("--guidance/--guide apply to samples drawn from --checkpoint")
     if args.image_size is not None and args.image_size < 1:
         raise UserError(f"--image-size must be at least 1, got {args.image_size}")
     device = resolve_device(args.device)

@@ -80,9 +80,9 @@ def guide_for(cfg: Config, ckpt: Checkpoint, path: str | Path | None, device: st
     return load_guide(ckpt, path, device=device)
 
 
-def unguided_until(cfg: Config, guide: nn.Module | list[nn.Module] | None) -> Config:
+def unguided_until(cfg: Config, guide: nn.Module | None) -> Config:
     """``cfg``, with guidance off while there is no guide yet (the grids drawn during training before guide_at)."""
-    return cfg if guide or cfg.sample.guidance == 1 else cfg.replace(sample={"guidance": 1.0})
+    return cfg if guide is not None or cfg.sample.guidance == 1 else cfg.replace(sample={"guidance": 1.0})
 
 
 @torch.no_grad()

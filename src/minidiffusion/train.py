@@ -161,8 +161,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     torch.manual_seed(cfg.train.seed)  # initial weights
     model = build_model(cfg.model, data.channels, data.image_size).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    guide_step = round(cfg.sample.guide_at * total) if cfg.sample.guide_at else None
-    guide: list[nn.Module] = []  # autoguidance: the EMA weights at guide_step, once taken (or restored)
+    guide_step = max(1, round(cfg.sample.guide_at * total)) if cfg.sample.guide_at else None
+    guide: nn.Module | None = None  # autoguidance: the EMA weights at guide_step, once taken (or restored)
     schedule = make_schedule(cfg.diffusion)
     fused = device.startswith("cuda")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
@@ -183,10 +183,13 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             if world.is_main:
                 log.info("--resume: no checkpoint in %s yet, starting a fresh run", out)
         else:
-            distributed.agreed(lambda: restore(latest or _load_for_resume(found[0]), cfg, model, ema, optimizer,
-                                               scaler, state, guide), world)
+            guide = distributed.agreed(lambda: restore(latest or _load_for_resume(found[0]), cfg, model, ema,
+                                                       optimizer, scaler, state), world)
             if world.is_main:
                 log.info("resuming from %s (step %d)", *found)
+                if guide is None and guide_step is not None and guide_step <= state.step:
+                    log.warning("sample.guide_at=%g: its step %d is behind the resumed step %d, so this run will "
+                                "carry no guide network", cfg.sample.guide_at, guide_step, state.step)
     else:
         distributed.on_main(lambda: _refuse_to_overwrite(out), world)
     distributed.on_main(lambda: _write_config(cfg, out), world)
@@ -265,7 +268,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         state.step += 1
         bar.update(1)
         if state.step == guide_step:
-            guide[:] = [copy.deepcopy(ema)]
+            guide = copy.deepcopy(ema)
 
         out_of_time = _out_of_time(cfg, loop_start, state.step, world)
         last = state.step == total or out_of_time
@@ -282,16 +285,16 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         if last or (cfg.train.sample_every and state.step % cfg.train.sample_every == 0):
             grid = generate_sharded(ema, unguided_until(cfg, guide), cfg.sample.n, seed=cfg.train.seed,
                                     channels=data.channels, image_size=data.image_size, device=device, world=world,
-                                    guide=guide[0] if guide else None)
+                                    guide=guide)
             if world.is_main:
                 save_grid(grid, out / "samples" / f"step_{state.step:08d}.png")
                 logger.image("samples", make_grid(grid), state.step)
             model.train()
         if evaluator is not None and state.step % cfg.train.eval_every == 0:
-            logger.log({"step": state.step, **evaluator(ema, state.step, guide[0] if guide else None)})
+            logger.log({"step": state.step, **evaluator(ema, state.step, guide)})
             model.train()
         if last or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
-            tensors = checkpoint_tensors(model, ema, optimizer, guide[0] if guide else None)
+            tensors = checkpoint_tensors(model, ema, optimizer, guide)
             # Only rank 0 writes, which is right only while every rank holds the same weights, EMA and optimizer
             # state (DDP averages the gradients; everything after that is deterministic). Cheap to confirm.
             if not distributed.ranks_agree(tensors.values(), world) and world.is_main:
@@ -423,9 +426,9 @@ def checkpoint_meta(data: ImageDataset, state: RunState, optimizer: torch.optim.
 
 
 def restore(ckpt: Checkpoint, cfg: Config, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler, state: RunState, guide: list[nn.Module] | None = None) -> None:
-    """Load weights, EMA, optimizer and counters from a checkpoint, checking the model shapes first; the
-    autoguidance guide too, into ``guide`` (a list, emptied or given one network), when the checkpoint has one."""
+            scaler: torch.amp.GradScaler, state: RunState) -> nn.Module | None:
+    """Load weights, EMA, optimizer and counters from a checkpoint, checking the model shapes first. Returns the
+    autoguidance guide network the checkpoint carries (a copy of ``ema`` with its weights), or None."""
     for prefix, module in (("model", model), ("ema", ema)):
         _check_shapes(module, ckpt.state_dict(prefix), str(ckpt.path))
     has_guide = any(k.startswith("guide.") for k in ckpt.tensors)
@@ -436,10 +439,10 @@ def restore(ckpt: Checkpoint, cfg: Config, model: nn.Module, ema: nn.Module, opt
         log.warning("--resume: model settings differ from the checkpoint's (%s)", ", ".join(changed))
     for prefix, module in (("model", model), ("ema", ema)):
         module.load_state_dict(ckpt.state_dict(prefix))
-    if guide is not None:
-        guide[:] = [copy.deepcopy(ema).requires_grad_(False)] if has_guide else []
-        if has_guide:
-            guide[0].load_state_dict(ckpt.state_dict("guide"))
+    guide = None
+    if has_guide:
+        guide = copy.deepcopy(ema)
+        guide.load_state_dict(ckpt.state_dict("guide"))
     opt_state = optimizer.state_dict()
     per_param: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in ckpt.tensors.items():
@@ -458,6 +461,7 @@ def restore(ckpt: Checkpoint, cfg: Config, model: nn.Module, ema: nn.Module, opt
     state.step = ckpt.step
     state.nonfinite_in_a_row = int(ckpt.meta.get("nonfinite_in_a_row", 0))
     state.last_checkpoint = str(ckpt.path)
+    return guide
 
 
 class _CallableModule(types.ModuleType):
