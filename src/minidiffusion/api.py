@@ -33,9 +33,13 @@ class Model:
         self.device = device
         self.checkpoint = checkpoint
 
-    def sample(self, n: int, sampler: str = "ddim", steps: int = 50, seed: int = 0, batch_size: int | None = None,
-               output: str = "uint8", progress: bool = False, **options: Any) -> torch.Tensor:
+    def sample(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int = 0,
+               batch_size: int | None = None, output: str = "uint8", progress: bool = False,
+               **options: Any) -> torch.Tensor:
         """``n`` images: uint8 (n, C, H, W), or float32 in [-1, 1] with ``output="float"``; on the CPU.
+
+        ``sampler`` ("ddpm", "ddim", "dpmpp") and ``steps`` default to the config's [sample] section, as the
+        command line's do.
 
         Image k depends only on (seed, k): the same for any ``n`` > k and any ``batch_size`` (default: the
         config's sample.batch_size). ``options`` are other [sample] keys, e.g. ``eta=1.0``, ``variance="small"``,
