@@ -9,7 +9,7 @@
 #   bash bench/gpu.sh --smoke                  # here, on the CPU: the same code paths at tiny sizes, nothing recorded
 #
 # Steps: sweep (quick-preset variants scored by the classifier, bench/quick_sweep.py), mnist200 (mnist.toml trained
-# for 200 seconds, then scored and drawn), train / sample (cifar10 shape against diffusers and lucid, eager and
+# for 200 seconds, then scored without and with autoguidance by its step-900 checkpoint, and drawn), train / sample (cifar10 shape against diffusers and lucid, eager and
 # compiled), mnist_speed (mnist.toml training img/s against the anchors), levers.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -85,12 +85,18 @@ run() {  # run NAME SECONDS COMMAND...: one measurement, its log kept, a hang cu
 
 mnist200() {  # mnist.toml for $seconds of training (the lr schedule is constant: steps only bound it), then scored
     local run=/tmp/mnist200 sets=() kv
-    for kv in "${mnist[@]}" train.steps=1000000 train.sample_every=0 train.checkpoint_every=0 train.log_every=200; do
+    # checkpoints every 900 steps: the first is the autoguidance guide of the second evaluation
+    for kv in "${mnist[@]}" train.steps=1000000 train.sample_every=0 train.checkpoint_every=900 \
+              train.keep_checkpoints=100 train.log_every=200; do
         sets+=(--set "$kv")
     done
     rm -rf "$run"
     run mnist200_train $((seconds + 45)) "$PY" -m minidiffusion train --config mnist --out "$run" --no-progress "${sets[@]}"
     run mnist200_evaluate 60 "$PY" -m minidiffusion evaluate --checkpoint "$run" --no-progress "${evaluate[@]}"
+    local guide
+    guide=$(ls "$run"/checkpoints/ckpt_*.json | head -1)
+    run mnist200_evaluate_guided 90 "$PY" -m minidiffusion evaluate --checkpoint "$run" --no-progress \
+        --guidance 2 --guide "$guide" "${evaluate[@]}"
     run mnist200_sample 30 "$PY" -m minidiffusion sample --checkpoint "$run" --n 64 --no-progress \
         --out "$OUTDIR/mnist200.png"
     cp "$run/metrics.jsonl" "$OUTDIR/mnist200_metrics.jsonl"
