@@ -39,6 +39,10 @@ class Checkpoint:
     meta: dict[str, Any]  # everything in the JSON
     tensors: dict[str, torch.Tensor]  # "model.*", "ema.*", "optim.*"
 
+    def has(self, prefix: str) -> bool:
+        """Whether the checkpoint holds tensors under ``prefix.`` ('ema', 'guide', ...)."""
+        return any(k.startswith(prefix + ".") for k in self.tensors)
+
     def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
         """The tensors under ``prefix.`` ('model' or 'ema') with the prefix removed."""
         cut = len(prefix) + 1

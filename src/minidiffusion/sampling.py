@@ -22,8 +22,7 @@ from .models.unet import build_model
 def load_model(path: str | Path, *, ema: bool = True, device: str = "cpu") -> tuple[nn.Module, Checkpoint]:
     """The network of a checkpoint (EMA weights unless ``ema=False``), in eval mode on ``device``."""
     ckpt = load_checkpoint(path)
-    prefix = "ema" if ema and any(k.startswith("ema.") for k in ckpt.tensors) else "model"
-    return _network(ckpt, prefix, device), ckpt
+    return _network(ckpt, "ema" if ema and ckpt.has("ema") else "model", device), ckpt
 
 
 def load_guide(ckpt: Checkpoint, path: str | Path | None = None, *, device: str = "cpu") -> nn.Module | None:
@@ -31,8 +30,8 @@ def load_guide(ckpt: Checkpoint, path: str | Path | None = None, *, device: str 
     directory or file: any network trained on the same images with the same diffusion), else the guide ``ckpt``
     carries (kept during training, see sample.guide_at), else None."""
     if path is None:
-        return _network(ckpt, "guide", device) if any(k.startswith("guide.") for k in ckpt.tensors) else None
-    guide = load_checkpoint(path)
+        return _network(ckpt, "guide", device) if ckpt.has("guide") else None
+    net, guide = load_model(path, device=device)
     if guide.meta.get("data") != ckpt.meta.get("data"):
         raise UserError(f"--guide {path}: trained on other images ({guide.meta.get('data')}) than {ckpt.path} "
                         f"({ckpt.meta.get('data')})")
@@ -40,7 +39,7 @@ def load_guide(ckpt: Checkpoint, path: str | Path | None = None, *, device: str 
               if k != "min_snr_gamma" and getattr(guide.config.diffusion, k) != v]  # the loss weight may differ
     if differ:
         raise UserError(f"--guide {path}: its diffusion differs from {ckpt.path}'s in {', '.join(differ)}")
-    return _network(guide, "ema" if any(k.startswith("ema.") for k in guide.tensors) else "model", device)
+    return net
 
 
 def _network(ckpt: Checkpoint, prefix: str, device: str) -> nn.Module:

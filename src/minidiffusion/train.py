@@ -431,7 +431,7 @@ def restore(ckpt: Checkpoint, cfg: Config, model: nn.Module, ema: nn.Module, opt
     autoguidance guide network the checkpoint carries (a copy of ``ema`` with its weights), or None."""
     for prefix, module in (("model", model), ("ema", ema)):
         _check_shapes(module, ckpt.state_dict(prefix), str(ckpt.path))
-    has_guide = any(k.startswith("guide.") for k in ckpt.tensors)
+    has_guide = ckpt.has("guide")
     if has_guide:
         _check_shapes(ema, ckpt.state_dict("guide"), str(ckpt.path))
     if ckpt.config.model != cfg.model:  # shapes fit (a mismatch is an error above, not this warning and an error)
