@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .diffusion.registry import SAMPLERS
 from .errors import UserError
 
 EXAMPLES = {
@@ -174,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "--n 16 --video denoise.gif --out grid.png")
     p.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint) or checkpoint file")
     p.add_argument("--n", type=int, default=64, help="number of images")
-    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default=None,
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), default=None,
                    help="default: the checkpoint config's sample.sampler")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's sample.steps)")
     p.add_argument("--seed", type=int, default=0, help="image k of seed s is the same whatever --n/--batch-size")

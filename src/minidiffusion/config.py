@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .diffusion.registry import SAMPLERS
 from .errors import UserError
 
 
@@ -51,7 +52,20 @@ class DiffusionConfig:
     beta_start: float = _opt(1e-4, min=0.0, max=1.0, help="linear schedule: beta at t=0")
     beta_end: float = _opt(0.02, min=0.0, max=1.0, help="linear schedule: beta at t=T-1")
     prediction: str = _opt("eps", choices=("eps", "v"), help="what the network predicts")
-    min_snr_gamma: float = _opt(0.0, min=0.0, help="loss weight min(SNR, γ)/SNR (Hang et al. 2023); 0 = off")
+    min_snr_gamma: float = _opt(0.0, min=0.0, help="ddpm: loss weight min(SNR, γ)/SNR (Hang et al. 2023); 0 = off")
+    objective: str = _opt("ddpm", choices=("ddpm", "edm", "flow"),
+                          help="ddpm (Ho et al.), edm (Karras et al. 2022 preconditioning), flow (flow matching)")
+    t_sampling: str = _opt("auto", choices=("auto", "uniform", "lognormal", "logit_normal"),
+                           help="training noise levels; auto = the objective's own (uniform, lognormal, "
+                                "logit_normal)")
+    p_mean: float = _opt(-1.2, help="lognormal: mean of ln σ, σ = √((1-ᾱ)/ᾱ) (EDM: -1.2)")
+    p_std: float = _opt(1.2, min=1e-3, help="lognormal: standard deviation of ln σ (EDM: 1.2)")
+    logit_mean: float = _opt(0.0, help="logit_normal: mean of logit(u), u = σ/(1+σ) the flow time")
+    logit_std: float = _opt(1.0, min=1e-3, help="logit_normal: standard deviation of logit(u)")
+    uniform_mix: float = _opt(0.0, min=0.0, max=1.0, help="fraction of training levels drawn uniformly instead")
+    sigma_data: float = _opt(0.5, min=1e-3, help="edm: standard deviation of the data (images in [-1, 1])")
+    sigma_min: float = _opt(0.002, min=1e-5, help="edm: smallest σ sampled")
+    sigma_max: float = _opt(80.0, min=1e-3, help="edm: largest σ sampled (the prior is N(0, σ_max²))")
 
 
 @dataclass(frozen=True)
@@ -96,13 +110,21 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    sampler: str = _opt("ddim", choices=("ddpm", "ddim", "dpmpp"), help="sampler")
-    steps: int = _opt(50, min=1, help="network evaluations (ddpm: respaced steps)")
+    sampler: str = _opt("ddim", choices=tuple(SAMPLERS), help="sampler: ddpm, ddim, dpmpp for the ddpm objective; "
+                        "euler, heun for edm and flow")
+    steps: int = _opt(50, min=1, help="sampling steps (network evaluations; heun: 2 steps - 1)")
     eta: float = _opt(0.0, min=0.0, max=1.0, help="ddim: 0 = deterministic, 1 = ddpm-like")
     spacing: str = _opt("uniform", choices=("uniform", "quadratic"), help="ddim/dpmpp: timestep spacing")
     variance: str = _opt("large", choices=("large", "small"), help="ddpm: beta ('large') or posterior ('small')")
     n: int = _opt(64, min=1, help="images to draw (grids during training, default for `sample`)")
     batch_size: int = _opt(256, min=1, help="images per network call")
+    rho: float = _opt(7.0, min=1.0, help="edm: the σ grid's spacing exponent ρ (Karras et al. eq. 5)")
+    shift: float = _opt(1.0, min=0.01, help="flow: t' = s t / (1 + (s-1) t) on the time grid; > 1 = more steps "
+                                            "near noise")
+    churn: float = _opt(0.0, min=0.0, help="euler/heun: S_churn, the stochasticity of Karras et al. Alg. 2; 0 = ODE")
+    s_noise: float = _opt(1.0, min=0.0, help="euler/heun: S_noise, scale of the noise churn adds")
+    s_tmin: float = _opt(0.0, min=0.0, help="euler/heun: churn only at levels (σ or t) >= S_tmin")
+    s_tmax: float = _opt(0.0, min=0.0, help="euler/heun: churn only at levels <= S_tmax; 0 = no limit")
     guidance: float = _opt(1.0, min=1.0, help="autoguidance weight w: ε = ε_guide + w (ε - ε_guide); 1 = off")
     guide_at: float = _opt(0.0, min=0.0, max=0.99, help="training keeps the EMA weights at this fraction of "
                            "train.steps as the guide network (0 = none)")
@@ -135,7 +157,9 @@ class Config:
         built = {}
         for name, sfield in sections.items():
             built[name] = _build_section(sfield.default_factory, d.get(name, {}), name, where)  # type: ignore[misc]
-        return cls(**built)
+        cfg = cls(**built)
+        _check_combinations(cfg, where)
+        return cfg
 
     def to_toml(self) -> str:
         lines = []
@@ -159,6 +183,24 @@ class Config:
         if not self.train.epochs:
             raise UserError("train.steps and train.epochs are both 0: set one of them")
         return max(1, math.ceil(self.train.epochs * dataset_size / self.train.batch_size))
+
+
+def _check_combinations(cfg: Config, where: str) -> None:
+    """Keys that are valid alone but not together."""
+    d, sample = cfg.diffusion, cfg.sample
+    if d.objective not in SAMPLERS[sample.sampler].objectives:
+        fits = ", ".join(n for n, s in SAMPLERS.items() if d.objective in s.objectives)
+        raise UserError(f"{where}: sample.sampler={sample.sampler} does not sample diffusion.objective={d.objective} "
+                        f"(choose {fits}, e.g. --set sample.sampler={fits.split(', ')[-1]})")
+    if d.objective != "ddpm":
+        if d.min_snr_gamma:
+            raise UserError(f"{where}: diffusion.min_snr_gamma is a ddpm loss weight; {d.objective} weights its "
+                            f"loss itself (set diffusion.min_snr_gamma=0)")
+        if d.prediction != "eps":
+            raise UserError(f"{where}: diffusion.prediction={d.prediction} is for the ddpm objective; {d.objective} "
+                            f"fixes what the network predicts")
+    if d.objective == "edm" and not d.sigma_min < d.sigma_max:
+        raise UserError(f"{where}: diffusion.sigma_min={d.sigma_min:g} must be below sigma_max={d.sigma_max:g}")
 
 
 def _toml_value(v: Any) -> str:

@@ -44,6 +44,7 @@ from .checkpoint import Checkpoint
 from .config import Config, DataConfig
 from .data import CHANNELS, ImageDataset, default_root, load_dataset
 from .data.download import cache_dir
+from .diffusion.registry import SAMPLERS
 from .errors import UserError
 from .features import EXTRACTORS, FeatureExtractor, extract, load_extractor
 from .sampling import add_guidance_options, generate, unguided_until, with_guidance
@@ -413,7 +414,7 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--n", type=int, default=None,
                    help=f"samples to score (default: {DEFAULT_N} from a checkpoint, all of --samples); "
                         f"papers use 50000 for Inception FID")
-    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"), default=None,
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), default=None,
                    help="default: the checkpoint config's sample.sampler")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's sample.steps)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (image k of seed s is always the same)")

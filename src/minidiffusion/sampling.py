@@ -11,7 +11,11 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import Config
-from .diffusion import SAMPLERS, eps_model, guided_eps_model, image_generators, image_seeds, make_schedule
+from .diffusion import eps_model, guided_eps_model, image_generators, image_seeds
+from .diffusion.objectives import make_objective
+from .diffusion.ode import EDMODE, FlowODE, GuidedODE, edm_grid, flow_grid
+from .diffusion.process import FastEpsModel
+from .diffusion.registry import SAMPLERS, samplers_for
 from .diffusion.samplers import Callback, randn
 from .distributed import World
 from .errors import UserError
@@ -107,40 +111,71 @@ def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, i
     sampler = sampler or sc.sampler
     steps = steps or sc.steps
     batch_size = batch_size or sc.batch_size
-    schedule = make_schedule(cfg.diffusion)
-    if not 1 <= steps <= schedule.num_timesteps:
-        raise UserError(f"--steps {steps}: must be between 1 and T={schedule.num_timesteps}")
+    objective = make_objective(cfg.diffusion)
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
+    spec = SAMPLERS[sampler]
+    if objective.name not in spec.objectives:
+        raise UserError(f"sampler {sampler!r} does not sample the {objective.name} objective this model was trained "
+                        f"with (choose {', '.join(samplers_for(objective.name))})")
+    if objective.name == "ddpm" and not 1 <= steps <= objective.schedule.num_timesteps:
+        raise UserError(f"--steps {steps}: must be between 1 and T={objective.schedule.num_timesteps}")
     if output not in ("uint8", "float"):
         raise UserError(f"output={output!r}: choose 'uint8' (pixels) or 'float' (model range [-1, 1])")
-    options = {"ddpm": {"variance": sc.variance}, "ddim": {"eta": sc.eta, "spacing": sc.spacing},
-               "dpmpp": {"spacing": sc.spacing}}[sampler]
+    options = {key: getattr(sc, key) for key in spec.options}
     was_training = net.training
     net.eval()
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in dtypes:
         raise UserError(f"precision={precision!r}: choose from {', '.join(dtypes)}")
     fast = {"dtype": dtypes[precision], "channels_last": channels_last, "cuda_graph": cuda_graph}
-    model = eps_model(net, schedule, cfg.diffusion.prediction, **fast)
     if sc.guidance != 1:
         if guide is None:
             raise UserError(f"sample.guidance={sc.guidance:g} needs a guide network, and there is none: train with "
                             f"sample.guide_at > 0, pass --guide CHECKPOINT, or set sample.guidance=1")
         guide.eval()
-        model = guided_eps_model(model, eps_model(guide, schedule, cfg.diffusion.prediction, **fast), sc.guidance)
+    draw = _drawer(objective, net, guide if sc.guidance != 1 else None, cfg, spec, steps, options, fast)
     out = []
     starts = range(start, start + n, batch_size)
     for b in tqdm(starts, desc="batches", leave=False, disable=not progress or len(starts) == 1):
         count = min(batch_size, start + n - b)
         gens = image_generators(image_seeds(seed, b, count))
         x_T = randn((count, channels, image_size, image_size), gens, device)
-        x0 = SAMPLERS[sampler](model, x_T, schedule, steps, clip_x0=True, generator=gens, callback=callback,
-                               progress=progress, **options)
+        x0 = draw(x_T, gens, callback, progress)
         out.append((to_pixels(x0) if output == "uint8" else x0.float().clamp(-1, 1)).cpu())
     net.train(was_training)
     dtype = torch.uint8 if output == "uint8" else torch.float32
     return torch.cat(out) if out else torch.empty((0, channels, image_size, image_size), dtype=dtype)
+
+
+def _drawer(objective, net: nn.Module, guide: nn.Module | None, cfg: Config, spec, steps: int, options: dict,
+            fast: dict):
+    """``draw(x_T, generators, callback, progress) -> x0`` for one batch, by the sampler ``spec`` names."""
+    if objective.name == "ddpm":
+        schedule, prediction = objective.schedule, cfg.diffusion.prediction
+        model = eps_model(net, schedule, prediction, **fast)
+        if guide is not None:
+            model = guided_eps_model(model, eps_model(guide, schedule, prediction, **fast), cfg.sample.guidance)
+        return lambda x_T, gens, callback, progress: spec.fn(
+            model, x_T, schedule, steps, clip_x0=True, generator=gens, callback=callback, progress=progress, **options)
+
+    def ode_of(module: nn.Module):
+        wrapped = FastEpsModel(module, **fast) if any(fast.values()) else module
+        return (EDMODE if objective.name == "edm" else FlowODE)(objective, wrapped)
+
+    ode = ode_of(net)
+    if guide is not None:
+        ode = GuidedODE(ode, ode_of(guide), cfg.sample.guidance)
+    taus = sampling_grid(objective, cfg.sample, steps)
+    return lambda x_T, gens, callback, progress: spec.fn(ode, x_T, taus, generator=gens, callback=callback,
+                                                         progress=progress, **options)
+
+
+def sampling_grid(objective, sc, steps: int) -> torch.Tensor:
+    """The decreasing levels a continuous sampler visits, ending at 0: σ (edm) or t (flow)."""
+    if objective.name == "edm":
+        return edm_grid(steps, objective.sigma_min, objective.sigma_max, sc.rho)
+    return flow_grid(steps, sc.shift)
 
 
 def generate_sharded(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, image_size: int,

@@ -27,7 +27,7 @@ from . import distributed
 from .checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import Config
 from .data import ImageDataset, load_dataset
-from .diffusion import diffusion_loss, make_schedule
+from .diffusion.objectives import make_objective
 from .errors import UserError
 from .images import make_grid, save_grid, to_model_range
 from .logging_backends import MetricsLogger, require_backends
@@ -163,7 +163,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     guide_step = max(1, round(cfg.sample.guide_at * total)) if cfg.sample.guide_at else None
     guide: nn.Module | None = None  # autoguidance: the EMA weights at guide_step, once taken (or restored)
-    schedule = make_schedule(cfg.diffusion)
+    objective = make_objective(cfg.diffusion)
     fused = device.startswith("cuda")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                   fused=fused or None)
@@ -218,7 +218,6 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                            resumed_at=state.step if resume else None)
     bar = tqdm(total=total, initial=state.step, disable=not (progress and world.is_main), dynamic_ncols=True)
     window = _Window(device)
-    T = schedule.num_timesteps
     start_time = loop_start = time.perf_counter()
     model.train()
     while state.step < total:
@@ -226,7 +225,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         pixels = next(batches)  # uint8 (b, C, H, W) on device, this rank's slice
         g = torch.Generator(device).manual_seed(mix_seed(cfg.train.seed, step, 1))
         shape = (cfg.train.batch_size, data.channels, data.image_size, data.image_size)
-        t = torch.randint(0, T, (shape[0],), generator=g, device=device)[rank_slice]
+        t = objective.draw(shape[0], g, device)[rank_slice]  # noise levels: timesteps (ddpm), σ (edm), t (flow)
         noise = torch.randn(shape, generator=g, device=device)[rank_slice]
         x0 = to_model_range(pixels)
         if flip:
@@ -239,8 +238,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            losses = diffusion_loss(net, schedule, x0, t, noise, cfg.diffusion.prediction,
-                                    cfg.diffusion.min_snr_gamma)  # (b,)
+            losses = objective.loss(net, x0, t, noise)  # (b,)
         loss = losses.mean()
         scaler.scale(loss).backward()  # under DDP, returns once the gradients are averaged over the ranks
         scaler.unscale_(optimizer)
@@ -254,7 +252,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             scaler.update()
             ema_update(ema, model, cfg.train.ema_decay, step)
             state.nonfinite_in_a_row = 0
-            window.add(losses.detach(), t, T)
+            window.add(losses.detach(), objective.position(t))
         else:
             state.nonfinite_in_a_row += 1
             if world.is_main:
@@ -342,8 +340,9 @@ class _Window:
     def count(self) -> int:
         return self.images
 
-    def add(self, losses: torch.Tensor, t: torch.Tensor, T: int) -> None:
-        quartile = (t * 4 // T).clamp(max=3)
+    def add(self, losses: torch.Tensor, position: torch.Tensor) -> None:
+        """``position``: each example's noise level between clean (0) and pure noise (1)."""
+        quartile = (position * 4).long().clamp(0, 3)
         self.sums.index_add_(0, quartile, losses.double())
         self.counts.index_add_(0, quartile, torch.ones_like(losses, dtype=torch.float64))
         self.images += len(losses)

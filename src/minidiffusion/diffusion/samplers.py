@@ -183,5 +183,3 @@ def dpmpp(model: EpsModel, x_T: torch.Tensor, schedule: Schedule, num_steps: int
         x0_prev, h_prev = x0, h
     return x
 
-
-SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "dpmpp": dpmpp}

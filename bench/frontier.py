@@ -1,0 +1,260 @@
+"""Quality per training step: each recipe on the `quick` network, trained for equal step budgets, scored alike.
+
+    python bench/frontier.py                                      # every recipe at 500/1,000/2,000/4,000 steps
+    python bench/frontier.py --recipes edm,flow --budgets 1000 --seeds 0,1
+    python bench/frontier.py --plot docs/frontier.png             # redraw the plot from bench/results.jsonl
+
+A recipe is a list of ``--set`` overrides on the `quick` preset (objective, noise-level density, loss weight) plus
+the samplers it is scored with, each at <= 100 network evaluations per image (guidance counts both networks). Every
+run trains with the same seed, batch and learning-rate schedule for its budget (the schedule follows the budget, as a
+user's run of that many steps would), and every scoring draws 1,000 samples with seed 123, scored by the shipped
+MNIST classifier: the confident fraction (top class > 0.9), classifier FID against the test split, and the entropy
+of the predicted-class histogram (log2 10 = 3.32 bits for ten equally frequent digits; real test digits 3.32).
+Steps, not seconds, make the rows comparable on a shared machine; each row also records the training img/s.
+
+The ``diffusers`` recipe is the anchor: ``diffusers.UNet2DModel`` sized to the quick network's parameter count
+(bench/common.py) with ``DDPMScheduler``'s training noise and its own 50-step DDPM sampling, trained by the same
+loop (same data order, batch, optimizer, schedule, EMA, clipping).
+
+One JSON line per scoring goes to ``bench/results.jsonl`` (``name`` "frontier"); ``--samples DIR`` keeps each
+scoring's 1,000 images as ``DIR/RECIPE-STEPS-sSEED-SAMPLER.npz`` (uint8, key ``images``, N x H x W x C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent / "src"))
+
+from common import append_result, command_line, load_average, machine  # noqa: E402
+
+import minidiffusion  # noqa: E402
+from minidiffusion.config import load_config  # noqa: E402
+from minidiffusion.diffusion import SAMPLERS  # noqa: E402
+
+# name: (overrides on the quick preset, scorings "sampler:steps:guidance")
+RECIPES: dict[str, tuple[list[str], list[str]]] = {
+    "eps-minsnr": ([], ["ddpm:50:1", "ddpm:50:2"]),  # the quick preset as of 2026-12-01
+    "eps-lognormal": (["diffusion.t_sampling=lognormal", "diffusion.uniform_mix=0.1"], ["ddpm:50:1", "ddpm:50:2"]),
+    "edm": (["diffusion.objective=edm", "diffusion.min_snr_gamma=0", "sample.sampler=heun", "sample.steps=18"],
+            ["heun:18:1", "heun:18:2"]),
+    "flow": (["diffusion.objective=flow", "diffusion.min_snr_gamma=0", "sample.sampler=heun", "sample.steps=25"],
+             ["heun:25:1", "heun:25:2"]),
+    "diffusers": ([], ["diffusers-ddpm:50:1"]),
+}
+COMMON = ["train.checkpoint_every=0", "train.sample_every=0", "train.log_every=50", "train.device=cpu"]
+SAMPLE_SEED = 123
+
+
+def evaluations(sampler: str, steps: int, guidance: float) -> int:
+    per_net = steps if sampler.startswith("diffusers") else SAMPLERS[sampler].evaluations(steps)
+    return per_net * (2 if guidance != 1 else 1)
+
+
+class Scorer:
+    """Confident fraction, classifier FID (test split) and class entropy of uint8 (N, 1, 28, 28) digits."""
+
+    def __init__(self):
+        from minidiffusion.config import DataConfig
+        from minidiffusion.data import load_dataset
+        from minidiffusion.evaluate import load_extractor, reference_stats, stats_dirs
+
+        self.extractor = load_extractor("classifier", "mnist")
+        data_cfg = DataConfig(name="mnist")
+        self.reference = reference_stats(self.extractor, load_dataset(data_cfg, "test"), "test", stats_dirs(data_cfg))
+
+    def __call__(self, images: torch.Tensor) -> dict:
+        from minidiffusion.evaluate import class_summary, extract, feature_statistics, frechet_distance
+
+        features, logits = extract(self.extractor, images)
+        summary = class_summary(logits)
+        hist = np.asarray(summary["class_histogram"], dtype=np.float64)
+        p = hist / hist.sum()
+        entropy = float(-(p[p > 0] * np.log2(p[p > 0])).sum()) + 0.0
+        fid = frechet_distance(*feature_statistics(features), self.reference.mu, self.reference.sigma)
+        return {"confident": summary["confident_fraction"], "fid_classifier": float(fid), "entropy_bits": entropy,
+                "mean_confidence": summary["mean_confidence"], "histogram": summary["class_histogram"]}
+
+
+def train_ours(recipe: str, steps: int, seed: int, out: Path, extra: list[str]) -> tuple[minidiffusion.Model, float]:
+    """Train (or, when ``out`` already holds this run's final checkpoint, reuse) and load the EMA model."""
+    cfg = load_config("quick", RECIPES[recipe][0] + COMMON + [f"train.steps={steps}", f"train.seed={seed}"] + extra)
+    done = out / "checkpoints" / f"ckpt_{steps:08d}.json"
+    if not (done.is_file() and (out / "config.toml").read_text() == cfg.to_toml()):
+        minidiffusion.train(cfg, out, progress=False)
+    return minidiffusion.load(out), _img_per_s(out)
+
+
+def _img_per_s(run: Path) -> float:
+    rates = [r["img_per_s"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+             if "img_per_s" in r]
+    return float(np.median(rates)) if rates else math.nan
+
+
+def train_diffusers(steps: int, seed: int, out: Path, extra: list[str]):
+    """diffusers' UNet2DModel at the quick network's size, trained by our loop on DDPMScheduler's noising.
+
+    Same data order, timesteps and noise draws as our ddpm recipe (the loop's), the plain ε-MSE of diffusers'
+    training example; returns (the EMA network wrapped as ``net(x_t, t) -> ε``, img/s)."""
+    from common import build_models
+
+    cfg = load_config("quick", COMMON + [f"train.steps={steps}", f"train.seed={seed}", "diffusion.min_snr_gamma=0"]
+                      + extra)
+    models, _ = build_models(cfg, ["diffusers"])
+    anchor = next(m for m in models if m.label == "diffusers")
+    from minidiffusion.train import train_with_network
+
+    started = time.perf_counter()
+    ema = train_with_network(cfg, out, anchor.net)
+    return ema, steps * cfg.train.batch_size / (time.perf_counter() - started), anchor.params
+
+
+def sample_diffusers(net, n: int, steps: int) -> torch.Tensor:
+    """DDPMScheduler's own 50-step loop (its default 'leading' spacing, fixed_small variance), per-image seeds."""
+    from diffusers import DDPMScheduler
+
+    from minidiffusion.diffusion import image_generators, image_seeds
+    from minidiffusion.diffusion.samplers import randn
+    from minidiffusion.images import to_pixels
+
+    out = []
+    for start in range(0, n, 500):
+        count = min(500, n - start)
+        gens = image_generators(image_seeds(SAMPLE_SEED, start, count))
+        scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
+        scheduler.set_timesteps(steps)
+        x = randn((count, 1, 28, 28), gens, "cpu")
+        with torch.no_grad():
+            for t in scheduler.timesteps:
+                eps = net(x, torch.full((count,), int(t)))
+                x = scheduler.step(eps, t, x, generator=gens[0]).prev_sample
+        out.append(to_pixels(x))
+    return torch.cat(out)
+
+
+def run_one(recipe: str, steps: int, seed: int, args, scorer: Scorer) -> list[dict]:
+    tag = args.tag or recipe
+    out = Path(args.out) / f"{tag}-{steps}-s{seed}"
+    started = time.perf_counter()
+    records = []
+    if recipe == "diffusers":
+        net, img_s, params = train_diffusers(steps, seed, out, args.set)
+    else:
+        model, img_s = train_ours(recipe, steps, seed, out, args.set)
+        params = sum(p.numel() for p in model.net.parameters())
+    train_s = time.perf_counter() - started
+    for spec in args.scorings.split(",") if args.scorings else RECIPES[recipe][1]:
+        sampler, sampler_steps, guidance = spec.split(":")
+        sampler_steps, guidance = int(sampler_steps), float(guidance)
+        t0 = time.perf_counter()
+        if recipe == "diffusers":
+            images = sample_diffusers(net, args.n, sampler_steps)
+        else:
+            images = model.sample(args.n, sampler=sampler, steps=sampler_steps, seed=SAMPLE_SEED, batch_size=500,
+                                  guidance=guidance)
+        sample_s = time.perf_counter() - t0
+        score = scorer(images)
+        if args.samples:
+            path = Path(args.samples) / f"{tag}-{steps}-s{seed}-{sampler}{sampler_steps}-w{guidance:g}.npz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(path, images=images.permute(0, 2, 3, 1).numpy())
+        records.append({"name": "frontier", "recipe": recipe, "tag": tag, "train_steps": steps, "seed": seed,
+                        "sampler": sampler, "sampler_steps": sampler_steps, "guidance": guidance,
+                        "nfe": evaluations(sampler, sampler_steps, guidance), "n": args.n, **score,
+                        "img_per_s": round(img_s, 1), "train_s": round(train_s, 1), "sample_s": round(sample_s, 1),
+                        "params": params, "overrides": RECIPES[recipe][0] + args.set, "machine": machine("cpu"),
+                        "torch": torch.__version__, "threads": torch.get_num_threads(), "load_avg": load_average(),
+                        "command": command_line(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return records
+
+
+def table(records: list[dict]) -> str:
+    lines = ["| recipe | steps | seed | sampler | NFE | confident | classifier FID | entropy (bits) | train img/s |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in sorted(records, key=lambda r: (r["recipe"], r["train_steps"], r["seed"], r["nfe"])):
+        lines.append(f"| {r['recipe']} | {r['train_steps']:,} | {r['seed']} | {r['sampler']} {r['sampler_steps']}"
+                     f"{' w=' + format(r['guidance'], 'g') if r['guidance'] != 1 else ''} | {r['nfe']} | "
+                     f"{r['confident']:.3f} | {r['fid_classifier']:.2f} | {r['entropy_bits']:.3f} | "
+                     f"{r['img_per_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot(records: list[dict], path: str) -> None:
+    """Confident fraction against training steps, one line per recipe (its best scoring at each budget)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for recipe in sorted({r["recipe"] for r in records}):
+        best: dict[int, dict] = {}
+        for r in records:
+            if r["recipe"] == recipe and (r["train_steps"] not in best
+                                          or r["confident"] > best[r["train_steps"]]["confident"]):
+                best[r["train_steps"]] = r
+        xs = sorted(best)
+        axes[0].plot(xs, [best[x]["confident"] for x in xs], marker="o", label=recipe)
+        axes[1].plot(xs, [best[x]["fid_classifier"] for x in xs], marker="o", label=recipe)
+    for ax, label in zip(axes, ("confident fraction (1,000 samples)", "classifier FID (lower is better)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training steps (batch 64)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[1].set_yscale("log")
+    axes[0].legend()
+    fig.suptitle("quick network: quality per training step (best sampler at <= 100 NFE)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated from {', '.join(RECIPES)}")
+    parser.add_argument("--budgets", default="500,1000,2000,4000", help="training steps, comma-separated")
+    parser.add_argument("--seeds", default="0", help="training seeds, comma-separated")
+    parser.add_argument("--n", type=int, default=1000, help="samples per scoring")
+    parser.add_argument("--set", action="append", default=[], help="an override for every recipe")
+    parser.add_argument("--tag", default=None, help="name the rows (and run directories) of a variant made by --set")
+    parser.add_argument("--scorings", default=None, help="sampler:steps:guidance,... instead of the recipe's own")
+    parser.add_argument("--out", default="/tmp/frontier", help="run directories go here")
+    parser.add_argument("--samples", default=None, help="keep each scoring's images here as .npz")
+    parser.add_argument("--results", default=str(BENCH / "results.jsonl"))
+    parser.add_argument("--plot", default=None, help="draw the plot of every frontier record in --results here")
+    parser.add_argument("--only-plot", action="store_true", help="draw --plot from --results, train nothing")
+    args = parser.parse_args(argv)
+    recipes = [r for r in args.recipes.split(",") if r]
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipes {unknown} (known: {', '.join(RECIPES)})")
+    records = []
+    if not args.only_plot:
+        torch.set_num_threads(torch.get_num_threads())
+        scorer = Scorer()
+        for steps in (int(s) for s in args.budgets.split(",")):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                for recipe in recipes:
+                    for record in run_one(recipe, steps, seed, args, scorer):
+                        append_result(record, Path(args.results))
+                        records.append(record)
+                        print(json.dumps({k: record[k] for k in ("tag", "train_steps", "seed", "sampler",
+                                                                 "sampler_steps", "guidance", "confident",
+                                                                 "fid_classifier", "entropy_bits", "img_per_s")}),
+                              flush=True)
+        print(table(records))
+    if args.plot:
+        everything = [json.loads(line) for line in Path(args.results).read_text().splitlines() if line.strip()]
+        plot([r for r in everything if r.get("name") == "frontier"], args.plot)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
