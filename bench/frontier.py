@@ -101,21 +101,35 @@ def _img_per_s(run: Path) -> float:
 
 
 def train_diffusers(steps: int, seed: int, out: Path, extra: list[str]):
-    """diffusers' UNet2DModel at the quick network's size, trained by our loop on DDPMScheduler's noising.
+    """diffusers' UNet2DModel at the quick network's size, trained on DDPMScheduler's noising with the plain ε-MSE of
+    diffusers' training example, by the loop's own parts: the same batch order, timesteps and noise draws per step
+    as our ddpm recipe (``mix_seed``), the same learning-rate schedule, clipping, AdamW and EMA (``common.TrainStep``).
+    Returns (the EMA network, ``net(x_t, t) -> ε``; img/s; parameters)."""
+    from common import Settings, TrainStep, build_models
 
-    Same data order, timesteps and noise draws as our ddpm recipe (the loop's), the plain ε-MSE of diffusers'
-    training example; returns (the EMA network wrapped as ``net(x_t, t) -> ε``, img/s)."""
-    from common import build_models
+    from minidiffusion.data import load_dataset
+    from minidiffusion.images import to_model_range
+    from minidiffusion.train import BatchOrder, lr_at, mix_seed
 
     cfg = load_config("quick", COMMON + [f"train.steps={steps}", f"train.seed={seed}", "diffusion.min_snr_gamma=0"]
                       + extra)
     models, _ = build_models(cfg, ["diffusers"])
     anchor = next(m for m in models if m.label == "diffusers")
-    from minidiffusion.train import train_with_network
-
+    torch.manual_seed(seed)
+    step = TrainStep(anchor.net, cfg, Settings(device="cpu"))
+    data = load_dataset(cfg.data, "train")
+    order = BatchOrder(len(data), cfg.train.batch_size, seed)
     started = time.perf_counter()
-    ema = train_with_network(cfg, out, anchor.net)
-    return ema, steps * cfg.train.batch_size / (time.perf_counter() - started), anchor.params
+    for s in range(steps):
+        x0 = to_model_range(data.tensor[order.indices(s)])
+        g = torch.Generator().manual_seed(mix_seed(seed, s, 1))
+        t = torch.randint(0, 1000, (len(x0),), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        for group in step.optimizer.param_groups:
+            group["lr"] = lr_at(cfg, s, steps)
+        step(x0, t, noise)
+    img_s = steps * cfg.train.batch_size / (time.perf_counter() - started)
+    return step.ema, img_s, anchor.params
 
 
 def sample_diffusers(net, n: int, steps: int) -> torch.Tensor:

@@ -170,6 +170,10 @@ def test_narrow_models_have_no_counterpart(tmp_path):
         interop.config_to_diffusers(cfg.replace(model={"variant": "simple"}), 1, 8)
     with pytest.raises(UserError, match="patch_size=2: diffusers' UNet2DModel has no patch input"):
         interop.config_to_diffusers(cfg.replace(model={"patch_size": 2}), 1, 8)
+    for objective in ("edm", "flow"):
+        other = cfg.replace(diffusion={"objective": objective}, sample={"sampler": "heun"})
+        with pytest.raises(UserError, match=f"objective={objective}: diffusers' DDPMScheduler samples only"):
+            interop.config_to_diffusers(other, 1, 8)
 
 
 # -- files (no diffusers needed) ---------------------------------------------------------------------------------

@@ -359,3 +359,66 @@ def test_sample_video_and_snapshots_end_to_end(tiny_run, tmp_path):
     assert main(common + ["--video", str(tmp_path / "d.avi"), "--out", str(tmp_path / "g2.png")]) == 2
     if importlib.util.find_spec("matplotlib") is not None:  # the run's own metrics.jsonl plots
         assert main(["visualize", "curves", "--run", str(tiny_run), "--out", str(tmp_path / "c.png")]) == 0
+
+
+# -- the continuous objectives: their own forward process, levels and labels ------------------------------------
+
+def test_forward_figure_of_flow_cells_are_the_straight_path():
+    from minidiffusion.config import DiffusionConfig
+    from minidiffusion.diffusion import Flow
+
+    images, levels = grey_images(2, 8), [0.0, 0.5, 1.0]
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(3))
+    flow = Flow(DiffusionConfig(objective="flow", min_snr_gamma=0.0))
+    fig = V.forward_figure(images, {"flow": flow}, levels, noise, scale=1, label=lambda t: f"t={t:.2f}")
+    top = V.TITLE_H + V.BLOCK_H + V.LABEL_H
+    x0 = to_model_range(images)
+    for i in range(2):
+        for j, t in enumerate(levels):
+            y, x = top + V.PAD + i * (8 + V.PAD), V.PAD + j * (8 + V.PAD)
+            want = to_pixels(((1 - t) * x0[i] + t * noise[i])[None])[0, 0].numpy()
+            np.testing.assert_array_equal(fig[y:y + 8, x:x + 8, 0], want)
+
+
+def test_parse_levels_by_objective():
+    from minidiffusion.config import DiffusionConfig
+    from minidiffusion.diffusion import make_objective
+
+    flow = make_objective(DiffusionConfig(objective="flow", min_snr_gamma=0.0))
+    edm = make_objective(DiffusionConfig(objective="edm", min_snr_gamma=0.0))
+    assert V.parse_levels("1, 0.75,0", flow) == [1.0, 0.75, 0.0]
+    assert V.parse_levels("80,0.5,0", edm) == [80.0, 0.5, 0.0]
+    assert V.parse_levels("999,0", make_objective(DiffusionConfig())) == [999, 0]
+    for text, objective, message in [("1.5", flow, "out of range"), ("-1", edm, "out of range"),
+                                     ("x", flow, "not a number"), ("0.5,0.5", flow, "listed twice")]:
+        with pytest.raises(UserError, match=message):
+            V.parse_levels(text, objective)
+
+
+def test_snapshots_of_edm_pick_the_nearest_sigma_in_log_space():
+    recorder = V.DenoisingRecorder(label=lambda s: f"σ={s:.3g}")
+    assert V.nearest_recorded([80.0, 10.0, 1.0, 0.1], [0.2, 3.0], log=True) == [3, 2]  # 0.2: |ln .2/.1| < |ln 1/.2|
+    assert V.nearest_recorded([80.0, 10.0, 1.0, 0.1], [0.2, 3.0]) == [3, 2]
+    assert V.nearest_recorded([80.0, 10.0, 1.0, 0.1], [20.0], log=True) == [1] and \
+        V.nearest_recorded([80.0, 10.0, 1.0, 0.1], [20.0]) == [1]
+    assert V.nearest_recorded([80.0, 10.0, 1.0, 0.1], [40.0], log=True) == [0]  # ln: 40 is nearer 80 than 10
+    assert V.nearest_recorded([80.0, 10.0, 1.0, 0.1], [40.0]) == [1]  # linear: nearer 10
+    assert recorder.label(2.5) == "σ=2.5"
+
+
+def test_sample_snapshots_and_forward_of_a_flow_run(tmp_path):
+    from tests.helpers import make_folder, tiny_config
+    from minidiffusion.train import train
+
+    folder = make_folder(tmp_path / "data")
+    cfg = tiny_config(folder, diffusion={"objective": "flow"}, sample={"sampler": "euler", "steps": 4})
+    train(cfg, tmp_path / "run", progress=False)
+    out = tmp_path / "snap.png"
+    assert main(["sample", "--checkpoint", str(tmp_path / "run"), "--n", "4", "--snapshots", "1,0.5,0", "--out",
+                 str(out), "--no-progress", "--video", str(tmp_path / "v.gif")]) == 0
+    assert Image.open(out).size[0] > 3 * 8 and gif_frames(tmp_path / "v.gif")
+    assert main(["sample", "--checkpoint", str(tmp_path / "run"), "--n", "4", "--snapshots", "2", "--out",
+                 str(out), "--no-progress"]) == 2  # flow's t lies in [0, 1]
+    assert main(["visualize", "forward", "--dataset", "folder", "--set", f"data.root={folder}", "--set",
+                 "data.image_size=8", "--set", "data.channels=1", "--set", "diffusion.objective=flow",
+                 "--set", "diffusion.min_snr_gamma=0", "--n", "2", "--out", str(tmp_path / "f.png")]) == 0

@@ -95,7 +95,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     channels, size = ckpt.meta["data"]["channels"], ckpt.meta["data"]["image_size"]
     recorder = None
     if args.video or args.snapshots:
-        from .visualize import DenoisingRecorder, check_video_path, parse_timesteps
+        from .diffusion.objectives import level_label, make_objective
+        from .visualize import DenoisingRecorder, check_video_path, parse_levels
 
         if world.distributed:
             raise distributed.EveryRankError("--video/--snapshots record one batch in one process: run them "
@@ -104,9 +105,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise UserError("--video/--snapshots record one batch: use --n <= --batch-size")
         if args.video:
             check_video_path(args.video)  # a bad extension or a missing extra fails before sampling, not after
+        objective = make_objective(cfg.diffusion)
         if args.snapshots:
-            wanted = parse_timesteps(args.snapshots, cfg.diffusion.num_timesteps)
-        recorder = DenoisingRecorder(every=args.every, with_x0=args.with_x0)
+            wanted = parse_levels(args.snapshots, objective)
+        recorder = DenoisingRecorder(every=args.every, with_x0=args.with_x0,
+                                     label=lambda level: level_label(objective.name, level))
     images = generate_sharded(net, cfg, args.n, seed=args.seed, channels=channels, image_size=size, device=device,
                               world=world, sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
                               callback=recorder, progress=not args.no_progress, guide=guide,
@@ -117,7 +120,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.snapshots:
         from .visualize import snapshot_strip
 
-        save_png(snapshot_strip(recorder, images, wanted), out)
+        save_png(snapshot_strip(recorder, images, wanted, log_levels=cfg.diffusion.objective == "edm"), out)
         print(f"wrote {out}")
     elif out.suffix == ".npz":
         import numpy as np
@@ -191,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=1, help="video: keep every K-th step")
     p.add_argument("--with-x0", action="store_true", help="video: show the x0 estimate beside x_t")
     p.add_argument("--snapshots", default=None, metavar="T,T,...",
-                   help="write the grid at these timesteps side by side to --out, e.g. 0,499,749,999")
+                   help="write the grid at these noise levels side by side to --out: timesteps for ddpm (e.g. "
+                        "999,749,499,0), t in [0, 1] for flow (1,0.75,0.5,0), σ for edm (80,5,0.5,0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sample)
 

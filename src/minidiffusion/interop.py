@@ -192,6 +192,9 @@ def config_from_diffusers(unet: dict[str, Any], scheduler: dict[str, Any] | None
 def config_to_diffusers(cfg: Config, channels: int, image_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(UNet2DModel config, DDPMScheduler config) for our config and image shape. Every key is written out."""
     m = cfg.model
+    if cfg.diffusion.objective != "ddpm":
+        raise UserError(f"diffusion.objective={cfg.diffusion.objective}: diffusers' DDPMScheduler samples only the "
+                        f"ddpm objective (this network's output means something else)")
     if m.variant != "ddpm":
         raise UserError(f"model.variant={m.variant!r}: only the 'ddpm' UNet has a diffusers counterpart")
     if m.patch_size != 1:

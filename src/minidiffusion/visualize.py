@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .diffusion import Schedule, StepInfo, make_schedule, q_sample
+from .diffusion import SAMPLERS, Schedule, StepInfo, make_objective, make_schedule, q_sample
+from .diffusion.objectives import level_label
 from .errors import UserError
 from .images import make_grid, save_png, to_model_range, to_pil, to_pixels
 
@@ -49,7 +50,6 @@ MIN_VIDEO_WIDTH = 240  # video frames: the grid is upscaled until it is at least
 MIN_SNAPSHOT_WIDTH = 160  # snapshots: each panel at least this wide
 GIF_FINAL_HOLD_MS = 1000  # the last frame (the samples) stays up this long before the video loops
 
-DEFAULT_TIMESTEPS = "0,10,50,100,150,200,250,300,400,600,800,999"
 
 
 # -- drawing helpers ---------------------------------------------------------------------------------------------
@@ -133,6 +133,31 @@ def parse_timesteps(text: str, num_timesteps: int) -> list[int]:
     return values
 
 
+def parse_levels(text: str, objective) -> list:
+    """The noise levels of ``--snapshots`` / ``--timesteps`` in the objective's own time: timesteps 0 .. T-1 for
+    ddpm (:func:`parse_timesteps`), t in [0, 1] for flow, σ >= 0 for edm; distinct, 0 being the clean end."""
+    if objective.name == "ddpm":
+        return parse_timesteps(text, objective.schedule.num_timesteps)
+    valid = "valid: t in [0, 1], comma-separated" if objective.name == "flow" else "valid: σ >= 0, comma-separated"
+    values: list[float] = []
+    for item in (item.strip() for item in str(text).split(",")):
+        try:
+            level = float(item)
+        except ValueError:
+            raise UserError(f"noise level {item!r} is not a number ({valid})") from None
+        if not (0 <= level <= 1 if objective.name == "flow" else 0 <= level < math.inf):
+            raise UserError(f"noise level {item} is out of range ({valid})")
+        if level in values:
+            raise UserError(f"noise level {item} is listed twice ({valid})")
+        values.append(level)
+    return values
+
+
+DEFAULT_TIMESTEPS = "0,10,50,100,150,200,250,300,400,600,800,999"
+DEFAULT_LEVELS = {"ddpm": DEFAULT_TIMESTEPS, "flow": "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1",
+                  "edm": "0,0.05,0.1,0.2,0.5,1,2,5,10,80"}
+
+
 # -- the data and the forward process ---------------------------------------------------------------------------
 
 def pick_images(dataset, n: int, seed: int) -> torch.Tensor:
@@ -148,9 +173,12 @@ def data_grid(images: torch.Tensor, nrow: int | None = None, scale: int = 1) -> 
     return make_grid(upscale(images, scale), nrow or grid_columns(len(images)), padding=PAD)
 
 
-def forward_figure(images: torch.Tensor, schedules: dict[str, Schedule], timesteps: Sequence[int],
-                   noise: torch.Tensor, *, scale: int = 1, title: str = "") -> np.ndarray:
+def forward_figure(images: torch.Tensor, schedules: dict[str, Schedule], timesteps: Sequence,
+                   noise: torch.Tensor, *, scale: int = 1, title: str = "", label=None) -> np.ndarray:
     """The forward process: row i is image i noised to each of ``timesteps`` (one column per t) by ``q_sample``.
+
+    A value of ``schedules`` may also be an objective (``diffusion.objectives``): its own ``forward(x0, level,
+    noise)`` noises the images to its levels (flow t, edm σ), which ``label`` names (default "t=...").
 
     images uint8 (N, C, H, W); noise (N, C, H, W): one ε per image, shared by every column and every schedule, so
     a row shows one noising path and the blocks differ only in their schedule. One block of N rows per entry of
@@ -166,16 +194,21 @@ def forward_figure(images: torch.Tensor, schedules: dict[str, Schedule], timeste
     k = len(timesteps)
     x0 = to_model_range(images).repeat_interleave(k, dim=0)  # (N*k, C, H, W): image-major, one copy per column
     eps = noise.float().repeat_interleave(k, dim=0)  # (N*k, C, H, W)
-    t = torch.tensor(list(timesteps), dtype=torch.long).repeat(n)  # (N*k,): 0..k-1 for each image
+    label = label or (lambda level: f"t={level}")
     cell = scale * h
     width = PAD + k * (cell + PAD)
-    centers = [(PAD + j * (cell + PAD) + cell / 2, f"t={tj}") for j, tj in enumerate(timesteps)]
+    centers = [(PAD + j * (cell + PAD) + cell / 2, label(tj)) for j, tj in enumerate(timesteps)]
     parts = [text_strip(width, TITLE_H, [(width / 2, title)], channels, TITLE_FONT_SIZE)]
     for name, schedule in schedules.items():
-        if max(timesteps) >= schedule.num_timesteps:
-            raise UserError(f"timestep {max(timesteps)} is out of range for the {name} schedule "
-                            f"(0..{schedule.num_timesteps - 1})")
-        x_t = q_sample(schedule, x0, t, eps)  # (N*k, C, H, W)
+        if not isinstance(schedule, Schedule):  # an objective with its own forward process
+            levels = torch.tensor(list(timesteps), dtype=torch.float32).repeat(n)
+            x_t = schedule.forward(x0, levels, eps)
+        else:
+            if max(timesteps) >= schedule.num_timesteps:
+                raise UserError(f"timestep {max(timesteps)} is out of range for the {name} schedule "
+                                f"(0..{schedule.num_timesteps - 1})")
+            t = torch.tensor(list(timesteps), dtype=torch.long).repeat(n)  # (N*k,): 0..k-1 for each image
+            x_t = q_sample(schedule, x0, t, eps)  # (N*k, C, H, W)
         parts.append(text_strip(width, BLOCK_H, [(width / 2, name)], channels))
         parts.append(text_strip(width, LABEL_H, centers, channels))
         parts.append(make_grid(upscale(to_pixels(x_t), scale), nrow=k, padding=PAD))
@@ -193,11 +226,12 @@ class DenoisingRecorder:
     n <= batch size (the CLI checks this).
     """
 
-    def __init__(self, every: int = 1, with_x0: bool = False, nrow: int | None = None):
+    def __init__(self, every: int = 1, with_x0: bool = False, nrow: int | None = None, label=None):
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
         self.every, self.with_x0, self.nrow = every, with_x0, nrow
-        self.timesteps: list[int] = []  # t of each kept step, in sampling order (noisiest first)
+        self.label = label or (lambda level: f"t={level}")  # how a frame names its noise level (t=999, σ=2.5)
+        self.timesteps: list = []  # the level of each kept step (ddpm: t, flow: t, edm: σ), noisiest first
         self.frames: list[np.ndarray] = []  # grid of x_t at each kept step, uint8 (H, W, C)
         self.x0_frames: list[np.ndarray] = []  # grid of the x0 estimate at each kept step (with_x0 only)
         self.steps_seen = 0
@@ -209,7 +243,7 @@ class DenoisingRecorder:
         self.steps_seen += 1
         if info.index % self.every:
             return
-        self.timesteps.append(int(info.t))
+        self.timesteps.append(info.t if isinstance(info.t, float) else int(info.t))
         self.frames.append(make_grid(to_pixels(info.x_t).cpu(), self.nrow))
         if self.with_x0:
             self.x0_frames.append(make_grid(to_pixels(info.x0).cpu(), self.nrow))
@@ -234,13 +268,13 @@ class DenoisingRecorder:
         scale = scale or auto_scale(final.shape[1], MIN_VIDEO_WIDTH)
         frames = []
         for k, t in enumerate(self.timesteps):
-            panels, labels = [self.frames[k]], [f"t={t}"]
+            panels, labels = [self.frames[k]], [self.label(t)]
             if self.with_x0:
-                panels, labels = panels + [self.x0_frames[k]], [f"x_t  t={t}", "x0 estimate"]
+                panels, labels = panels + [self.x0_frames[k]], [f"x_t  {self.label(t)}", "x0 estimate"]
             frames.append(labelled_panels([upscale_array(p, scale) for p in panels], labels))
         last = upscale_array(final, scale)
         frames.append(labelled_panels([last, last] if self.with_x0 else [last],
-                                      ["t=0 (final)", "x0 (final)"][:1 + self.with_x0]))
+                                      [f"{self.label(0)} (final)", "x0 (final)"][:1 + self.with_x0]))
         return frames
 
     def write_video(self, path: str | Path, final_images: torch.Tensor, fps: int = 25,
@@ -311,7 +345,7 @@ def _write_mp4(frames: list[np.ndarray], path: Path, fps: int) -> None:
             writer.append_data(rgb.repeat(3, axis=2) if rgb.shape[2] == 1 else rgb)
 
 
-def nearest_recorded(recorded: Sequence[int], wanted: Sequence[int]) -> list[int | None]:
+def nearest_recorded(recorded: Sequence, wanted: Sequence, log: bool = False) -> list[int | None]:
     """For each wanted t, the index in ``recorded`` of the step with the nearest t (ties: the less noisy one).
 
     ``None`` for t = 0, which stands for the final samples. A sampler with few steps visits only some timesteps
@@ -319,12 +353,15 @@ def nearest_recorded(recorded: Sequence[int], wanted: Sequence[int]) -> list[int
     """
     if not recorded and any(wanted):
         raise ValueError("nothing recorded: pass the recorder as the sampler's callback first")
-    return [None if t == 0 else min(range(len(recorded)), key=lambda k: (abs(recorded[k] - t), recorded[k]))
+    def distance(a, b):  # edm's σ spans 0.002 .. 80: nearest in log σ
+        return abs(math.log(a) - math.log(b)) if log else abs(a - b)
+
+    return [None if t == 0 else min(range(len(recorded)), key=lambda k: (distance(recorded[k], t), recorded[k]))
             for t in wanted]
 
 
-def snapshot_strip(recorder: DenoisingRecorder, final_images: torch.Tensor, wanted: Sequence[int],
-                   scale: int | None = None) -> np.ndarray:
+def snapshot_strip(recorder: DenoisingRecorder, final_images: torch.Tensor, wanted: Sequence,
+                   scale: int | None = None, log_levels: bool = False) -> np.ndarray:
     """The grid at each wanted reverse-process timestep, side by side in the order given, labelled "t=...".
 
     t = 0 is the final samples ("t=0 (final)"); any other t shows the recorded step nearest to it and is labelled
@@ -335,9 +372,9 @@ def snapshot_strip(recorder: DenoisingRecorder, final_images: torch.Tensor, want
     final = recorder.final_grid(final_images)
     scale = scale or auto_scale(final.shape[1], MIN_SNAPSHOT_WIDTH)
     panels, labels = [], []
-    for k in nearest_recorded(recorder.timesteps, wanted):
+    for k in nearest_recorded(recorder.timesteps, wanted, log=isinstance(wanted[0], float) and log_levels):
         panels.append(upscale_array(final if k is None else recorder.frames[k], scale))
-        labels.append("t=0 (final)" if k is None else f"t={recorder.timesteps[k]}")
+        labels.append(f"{recorder.label(0)} (final)" if k is None else recorder.label(recorder.timesteps[k]))
     return labelled_panels(panels, labels)
 
 
@@ -456,6 +493,9 @@ def _config(dataset: str, overrides: list[str], allowed: tuple[str, ...]):
         if section not in allowed:
             raise UserError(f"--set {text}: only {', '.join(allowed)} keys can be set here")
         sections.setdefault(section, {})[key] = value
+    objective = sections.get("diffusion", {}).get("objective", "ddpm")
+    if objective in SAMPLERS["heun"].objectives:  # any sampler that fits: figures of the data draw no samples
+        sections["sample"] = {"sampler": "heun"}
     return Config().replace(**sections)
 
 
@@ -489,18 +529,25 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_forward(args: argparse.Namespace) -> int:
     _check_not_negative(args, "scale")
     cfg = _config(args.dataset, args.set, ("data", "diffusion"))
-    T = cfg.diffusion.num_timesteps
-    timesteps = parse_timesteps(args.timesteps, T)
-    names = ("linear", "cosine") if args.schedule == "both" else (args.schedule,)
-    schedules = {}
-    for name in names:  # --schedule wins over diffusion.schedule; linear uses diffusion.beta_start/beta_end
-        schedules[f"{name} schedule"] = make_schedule(dataclasses.replace(cfg.diffusion, schedule=name))
+    objective = make_objective(cfg.diffusion)
+    levels = parse_levels(args.timesteps or DEFAULT_LEVELS[objective.name], objective)
+    if objective.name == "ddpm":
+        T = cfg.diffusion.num_timesteps
+        names = ("linear", "cosine") if args.schedule == "both" else (args.schedule,)
+        schedules = {}
+        for name in names:  # --schedule wins over diffusion.schedule; linear uses diffusion.beta_start/beta_end
+            schedules[f"{name} schedule"] = make_schedule(dataclasses.replace(cfg.diffusion, schedule=name))
+        title = f"forward diffusion q(x_t | x_0) on {args.dataset}, T={T}"
+    else:  # the objective's own path: x0 + σ n (edm, shown clipped to [-1, 1]) or (1 - t) x0 + t n (flow)
+        path = "x0 + σ n" if objective.name == "edm" else "(1 - t) x0 + t n"
+        schedules = {f"{objective.name}: x = {path}": objective}
+        title = f"forward process of the {objective.name} objective on {args.dataset}"
     dataset = _load(cfg)
     images = pick_images(dataset, args.n, args.seed)
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(args.seed))
     scale = args.scale or auto_scale(dataset.image_size, MIN_CELL)
-    title = f"forward diffusion q(x_t | x_0) on {args.dataset}, T={T}"
-    figure = forward_figure(images, schedules, timesteps, noise, scale=scale, title=title)
+    figure = forward_figure(images, schedules, levels, noise, scale=scale, title=title,
+                            label=lambda level: level_label(objective.name, level))
     out = save_png(figure, args.out)
     print(f"wrote {out}")
     return 0
@@ -558,8 +605,9 @@ def register(subparsers, formatter_class) -> None:
                                   "         minidiffusion visualize forward --dataset cifar10 "
                                   "--timesteps 0,250,500,999")
     add_data_args(q, 6, "a data or diffusion option (repeatable), e.g. --set diffusion.num_timesteps=500")
-    q.add_argument("--timesteps", default=DEFAULT_TIMESTEPS, metavar="T,T,...",
-                   help="0-based timesteps, one column each")
+    q.add_argument("--timesteps", default=None, metavar="T,T,...",
+                   help="noise levels, one column each: 0-based timesteps (ddpm), t in [0, 1] (flow), σ (edm); "
+                        f"default {DEFAULT_TIMESTEPS} for ddpm")
     q.add_argument("--schedule", choices=("linear", "cosine", "both"), default="linear",
                    help="noise schedule; both = linear above cosine")
     q.add_argument("--out", default="forward.png", help="PNG to write")
