@@ -115,3 +115,14 @@ def test_resuming_past_guide_at_without_a_guide_says_so(folder, tmp_path, caplog
 def test_evaluate_refuses_guidance_for_samples_from_a_file(tmp_path, capsys):
     assert main(["evaluate", "--samples", str(tmp_path / "x.npz"), "--dataset", "mnist", "--guidance", "2"]) == 2
     assert "apply to samples drawn from --checkpoint" in capsys.readouterr().err
+
+
+def test_a_run_cut_by_the_time_limit_still_takes_its_guide(folder, tmp_path):
+    """sample.guide_at is a fraction of the steps and, with train.time_limit, of the time too, whichever comes
+    first: a run the limit stops before guide_at x steps still carries the EMA of its first guide_at x limit."""
+    cfg = tiny_config(folder, train={"steps": 1000, "time_limit": 1e-6, "checkpoint_every": 0},
+                      sample={"guide_at": 0.5, "guidance": 2.0})
+    ckpt = load_checkpoint(train(cfg, tmp_path / "r", progress=False))
+    assert ckpt.step == 1 and ckpt.has("guide")  # guide_at x steps is step 500; the clock came first
+    model = minidiffusion.load(tmp_path / "r")
+    assert model.guide is not None and model.sample(2, seed=0).shape == (2, 1, 8, 8)

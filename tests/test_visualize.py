@@ -407,8 +407,8 @@ def test_snapshots_of_edm_pick_the_nearest_sigma_in_log_space():
 
 
 def test_sample_snapshots_and_forward_of_a_flow_run(tmp_path):
-    from tests.helpers import make_folder, tiny_config
     from minidiffusion.train import train
+    from tests.helpers import make_folder, tiny_config
 
     folder = make_folder(tmp_path / "data")
     cfg = tiny_config(folder, diffusion={"objective": "flow"}, sample={"sampler": "euler", "steps": 4})

@@ -265,10 +265,12 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         bar.update(1)
-        if state.step == guide_step:
-            guide = copy.deepcopy(ema)
+        if guide is None and guide_step is not None and (
+                state.step == guide_step or _time_passed(cfg.sample.guide_at * cfg.train.time_limit, loop_start,
+                                                         state.step, cfg, world)):
+            guide = copy.deepcopy(ema)  # at guide_at of the steps, or of train.time_limit if that comes first
 
-        out_of_time = _out_of_time(cfg, loop_start, state.step, world)
+        out_of_time = _time_passed(cfg.train.time_limit, loop_start, state.step, cfg, world)
         last = state.step == total or out_of_time
         if (state.step % cfg.train.log_every == 0 or last) and window.count:
             elapsed = time.perf_counter() - start_time
@@ -312,16 +314,17 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     return Path(state.last_checkpoint)
 
 
-def _out_of_time(cfg: Config, loop_start: float, step: int, world: distributed.World) -> bool:
-    """Whether ``train.time_limit`` has passed. Under DDP rank 0's clock decides, at log steps only (one
-    collective there), so that every rank stops after the same step."""
-    if not cfg.train.time_limit:
+def _time_passed(seconds: float, loop_start: float, step: int, cfg: Config, world: distributed.World) -> bool:
+    """Whether ``seconds`` (> 0; 0 = never) of training have passed: ``train.time_limit`` and the guide's share
+    of it. Under DDP rank 0's clock decides, at log steps only (one collective there), so that every rank acts
+    after the same step."""
+    if not seconds:
         return False
     if not world.distributed:
-        return time.perf_counter() - loop_start >= cfg.train.time_limit
+        return time.perf_counter() - loop_start >= seconds
     if step % cfg.train.log_every:
         return False
-    return bool(distributed.broadcast_object(time.perf_counter() - loop_start >= cfg.train.time_limit, world))
+    return bool(distributed.broadcast_object(time.perf_counter() - loop_start >= seconds, world))
 
 
 class _Window:
