@@ -82,3 +82,45 @@ def test_quick_preset_smoke_as_documented(tmp_path):
     assert code == 0, err
     images = np.load(tmp_path / "s.npz")["images"]
     assert images.shape == (16, 28, 28, 1) and images.dtype == np.uint8
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from minidiffusion.train import train
+
+    root = tmp_path_factory.mktemp("cli")
+    train(tiny_config(make_folder(root / "data")), root / "run", progress=False)
+    return root / "run"
+
+
+def test_sample_out_is_checked_before_sampling(tiny_run, tmp_path, capsys, monkeypatch):
+    import minidiffusion.sampling
+
+    def never(*a, **k):
+        raise AssertionError("sampled before the --out check")
+
+    monkeypatch.setattr(minidiffusion.sampling, "load_model", never)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    for out, message in [(tmp_path / "x.jpg", "use FILE.png"), (tmp_path / "x.npz", "--snapshots writes one picture"),
+                         (tmp_path / "file.png" / "x.png", "not a writable directory")]:
+        (tmp_path / "file.png").write_bytes(b"")
+        extra = ["--snapshots", "0"] if "snapshots" in message else []
+        assert main(["sample", "--checkpoint", str(tiny_run), "--out", str(out), *extra]) == 2
+        assert message in capsys.readouterr().err
+    import os
+    if os.geteuid() != 0:  # root writes anywhere
+        assert main(["sample", "--checkpoint", str(tiny_run), "--out", str(locked / "x.npz")]) == 2
+
+
+def test_sample_num_images_upper_case_npz_and_set_sample_n(tiny_run, tmp_path):
+    assert main(["sample", "--checkpoint", str(tiny_run), "--num-images", "3", "--out", str(tmp_path / "a.NPZ"),
+                 "--no-progress"]) == 0
+    assert np.load(tmp_path / "a.NPZ")["images"].shape == (3, 8, 8, 1)
+    assert main(["sample", "--checkpoint", str(tiny_run), "--set", "sample.n=2", "--out", str(tmp_path / "b.npz"),
+                 "--no-progress"]) == 0
+    assert np.load(tmp_path / "b.npz")["images"].shape == (2, 8, 8, 1)
+    assert main(["sample", "--checkpoint", str(tiny_run), "--n", "5", "--out", str(tmp_path / "c.npz"),
+                 "--no-progress"]) == 0  # --n stays
+    assert np.load(tmp_path / "c.npz")["images"].shape == (5, 8, 8, 1)
+    np.testing.assert_array_equal(np.load(tmp_path / "a.NPZ")["images"], np.load(tmp_path / "c.npz")["images"][:3])

@@ -96,3 +96,15 @@ def test_time_limit_ends_the_run_early_with_a_final_checkpoint(folder, tmp_path,
     assert "train.time_limit=1e-06s reached; the schedule had 1000" in caplog.text
     # --resume goes on from there (here by one more step: the limit applies to each invocation)
     assert load_checkpoint(train(cfg, tmp_path / "r", resume=True, progress=False)).step == 2
+
+
+def test_resume_of_a_finished_run_says_so_and_trains_nothing(folder, tmp_path, caplog):
+    caplog.set_level("INFO", logger="minidiffusion")
+    cfg = tiny_config(folder)
+    final = train(cfg, tmp_path / "r", progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    assert train(cfg, tmp_path / "r", resume=True, progress=False) == final
+    assert "already complete (step 6 of 6)" in caplog.text
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "r").rglob("*") if p.is_file()} == before
+    with pytest.raises(UserError, match="checkpoint is at step 6, past this config's 4 steps"):
+        train(cfg.replace(train={"steps": 4}), tmp_path / "r", resume=True, progress=False)

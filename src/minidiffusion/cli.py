@@ -79,10 +79,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from . import distributed
-    from .images import make_grid, save_grid, save_png
+    from .images import make_grid, save_grid, save_npz, save_png
     from .sampling import generate_sharded, guide_for, load_model, with_guidance
     from .train import resolve_device
 
+    out = _sample_out(Path(args.out), args.snapshots)  # a typo fails now, not after minutes of sampling
     device = resolve_device(args.device)
     world = distributed.init(device)  # under torchrun, each rank draws a contiguous share of the images
     device = distributed.local_device(device, world)
@@ -90,6 +91,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     cfg = ckpt.config
     if args.set:
         cfg = cfg.replace(**_sections(args.set, allowed=("sample",)))
+    if args.n is None:
+        args.n = cfg.sample.n
+    elif args.n < 1:
+        raise UserError(f"--num-images {args.n}: draw at least one image")
     cfg = with_guidance(cfg, args.guidance)
     guide = distributed.agreed(lambda: guide_for(cfg, ckpt, args.guide, device), world)
     channels, size = ckpt.meta["data"]["channels"], ckpt.meta["data"]["image_size"]
@@ -116,31 +121,39 @@ def cmd_sample(args: argparse.Namespace) -> int:
                               channels_last=cfg.train.channels_last)
     if not world.is_main:
         return 0  # rank 0 holds all the images and writes them
-    out = Path(args.out)
     if args.snapshots:
         from .visualize import snapshot_strip
 
         save_png(snapshot_strip(recorder, images, wanted, log_levels=cfg.diffusion.objective == "edm"), out)
         print(f"wrote {out}")
-    elif out.suffix == ".npz":
-        import numpy as np
-
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out, images=images.permute(0, 2, 3, 1).numpy())  # (N, H, W, C) uint8
+    elif out.suffix.lower() == ".npz":
+        save_npz(images, out)  # (N, H, W, C) uint8
         print(f"wrote {out} ({len(images)} images)")
     elif out.suffix.lower() == ".png":
         save_grid(images, out)
         print(f"wrote {out}")
-    elif out.suffix == "":
+    else:
         for k, image in enumerate(images):
             save_png(make_grid(image[None], padding=0), out / f"{k:06d}.png")
         print(f"wrote {len(images)} images to {out}/")
-    else:
-        raise UserError(f"--out {out}: use FILE.png (a grid), FILE.npz, or a directory")
     if args.video:
         recorder.write_video(args.video, images, fps=args.fps)
         print(f"wrote {args.video}")
     return 0
+
+
+def _sample_out(out: Path, snapshots: str | None) -> Path:
+    """``sample --out`` checked before any work: a known kind of file, in a directory that can be written."""
+    kind = out.suffix.lower()
+    if snapshots and kind != ".png":
+        raise UserError(f"--out {out}: --snapshots writes one picture: use FILE.png")
+    if kind not in (".png", ".npz", ""):
+        raise UserError(f"--out {out}: use FILE.png (a grid), FILE.npz, or a directory")
+    where = out if kind == "" else out.parent
+    existing = next((p for p in (where, *where.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot write there ({existing} is not a writable directory)")
+    return out
 
 
 def _sections(overrides: list[str], allowed: tuple[str, ...]) -> dict:
@@ -177,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EXAMPLES["sample"] + "\n         minidiffusion sample --checkpoint runs/quick "
                        "--n 16 --video denoise.gif --out grid.png")
     p.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint) or checkpoint file")
-    p.add_argument("--n", type=int, default=64, help="number of images")
+    p.add_argument("--num-images", "--n", dest="n", type=int, default=None,
+                   help="number of images (default: the config's sample.n)")
     p.add_argument("--sampler", choices=tuple(SAMPLERS), default=None,
                    help="default: the checkpoint config's sample.sampler")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's sample.steps)")

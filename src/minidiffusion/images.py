@@ -60,6 +60,18 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
     return path
 
 
+def save_npz(images: torch.Tensor, path: str | Path) -> Path:
+    """uint8 (N, C, H, W) -> ``path`` as .npz, key ``images``, (N, H, W, C); clear error if it cannot be written."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            np.savez_compressed(f, images=images.permute(0, 2, 3, 1).numpy())
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
+
+
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
     """uint8 (N, C, H, W) -> a grid PNG at path."""
     return save_png(make_grid(images, nrow), path)

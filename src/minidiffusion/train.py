@@ -192,6 +192,15 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                                 "carry no guide network", cfg.sample.guide_at, guide_step, state.step)
     else:
         distributed.on_main(lambda: _refuse_to_overwrite(out), world)
+    if state.step > total:
+        raise distributed.EveryRankError(f"--resume: the checkpoint is at step {state.step}, past this config's "
+                                         f"{total} steps: set train.steps above {state.step} to train on",
+                                         quiet=not world.is_main)
+    if resume and state.step == total:
+        if world.is_main:
+            log.info("--resume: the run is already complete (step %d of %d): nothing to train; raise train.steps "
+                     "to go on", state.step, total)
+        return Path(state.last_checkpoint)
     distributed.on_main(lambda: _write_config(cfg, out), world)
 
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
