@@ -70,8 +70,8 @@ def file_sha256(path: Path) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to ``path.tmp``, fsync, rename over ``path``: readers see the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write to ``path.PID.tmp``, fsync, rename over ``path``: readers see the old file or the new one."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique per process: cleanup removes only its own
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -88,7 +88,7 @@ def save_checkpoint(directory: Path, step: int, config: Config, tensors: dict[st
     """Write checkpoint ``step`` atomically, then delete all but the newest ``keep``. Returns the JSON path."""
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"ckpt_{step:08d}.safetensors"
-    tmp = weights.with_name(weights.name + ".tmp")
+    tmp = weights.with_name(f"{weights.name}.{os.getpid()}.tmp")
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
         with open(tmp, "rb+") as f:

@@ -32,6 +32,7 @@ from .errors import UserError
 from .images import make_grid, save_grid, to_model_range
 from .logging_backends import MetricsLogger, require_backends
 from .models.unet import build_model, count_parameters
+from .rundir import RunLock
 from .sampling import generate_sharded, unguided_until
 
 log = logging.getLogger("minidiffusion")
@@ -147,6 +148,16 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             f"global batch: each rank takes batch_size / world size)", quiet=not world.is_main)
     world = distributed.init(device)
     device = distributed.local_device(device, world)
+    locks: list[RunLock] = []  # rank 0 holds the run directory for the whole run; a second training is refused
+    distributed.on_main(lambda: locks.append(RunLock.acquire(out)), world)
+    try:
+        return _train(cfg, out, world, device, resume, progress)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume: bool, progress: bool) -> Path:
     rank_batch = cfg.train.batch_size // world.size
     rank_slice = slice(world.rank * rank_batch, (world.rank + 1) * rank_batch)
     if cfg.train.eval_every:

@@ -1,6 +1,6 @@
 """Non-finite losses and gradients: the step is skipped and logged; K in a row stop the run; fp16 overflow is not one.
 
-The fault is injected in-process by wrapping ``minidiffusion.train.diffusion_loss``: it is called once per step,
+The fault is injected in-process by wrapping the ddpm objective's ``diffusion_loss``: it is called once per step,
 so the n-th call is step n of a fresh run.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import minidiffusion.train as train_module
+import minidiffusion.diffusion.objectives as objectives_module
 from minidiffusion.checkpoint import load_checkpoint
 from minidiffusion.errors import UserError
 from minidiffusion.train import train
@@ -31,13 +31,13 @@ def inf_gradient(losses: torch.Tensor) -> torch.Tensor:
 
 
 def inject(monkeypatch, fault, at_steps: set[int]) -> None:
-    real, calls = train_module.diffusion_loss, itertools.count()
+    real, calls = objectives_module.diffusion_loss, itertools.count()
 
     def diffusion_loss(*args, **kwargs):
         losses = real(*args, **kwargs)
         return fault(losses) if next(calls) in at_steps else losses
 
-    monkeypatch.setattr(train_module, "diffusion_loss", diffusion_loss)
+    monkeypatch.setattr(objectives_module, "diffusion_loss", diffusion_loss)
 
 
 def checkpoint(run: Path, step: int):
