@@ -83,6 +83,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(directory: Path, step: int, config: Config, tensors: dict[str, torch.Tensor],
                     meta: dict[str, Any] | None = None, keep: int = 3) -> Path:
     """Write checkpoint ``step`` atomically, then delete all but the newest ``keep``. Returns the JSON path."""
@@ -93,6 +99,7 @@ def save_checkpoint(directory: Path, step: int, config: Config, tensors: dict[st
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates it 0600; readable like the JSON beside it
         os.replace(tmp, weights)
         record = {"format": FORMAT, "version": VERSION, "step": step, "weights": weights.name,
                   "sha256": file_sha256(weights), "config": config.to_dict(), **(meta or {})}
@@ -152,6 +159,7 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
         if found is None:
             why = f" (the newest, {skipped[0]})" if skipped else ""
             raise UserError(f"no complete checkpoint in {path}{why}")
+        _warn_skipped(found, skipped)
         return found
     if path.suffix == ".safetensors":
         if path.is_file() and not path.with_suffix(".json").is_file():
@@ -164,7 +172,11 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
     weights = path.parent / Path(record["weights"]).name
     if not weights.is_file():
         raise UserError(f"{path}: its tensor file {weights.name} is missing")
-    if verify and file_sha256(weights) != record["sha256"]:
+    try:
+        digest = file_sha256(weights) if verify else None
+    except OSError as e:
+        raise UserError(f"{weights}: cannot read the tensor file ({e.strerror or e})") from None
+    if verify and digest != record["sha256"]:
         raise UserError(f"{weights}: checksum mismatch (truncated or modified file)")
     try:
         tensors = load_file(str(weights))
@@ -181,9 +193,14 @@ def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
     """
     found, skipped = _newest_complete(run_dir)
     if found is not None:
-        for why in skipped:
-            log.warning("skipping a checkpoint that does not load: %s", why)
+        _warn_skipped(found, skipped)
     return found
+
+
+def _warn_skipped(found: Checkpoint, skipped: list[str]) -> None:
+    for why in skipped:
+        log.warning("skipping a checkpoint that does not load: %s; using %s (step %d)", why, found.path.name,
+                    found.step)
 
 
 def _newest_complete(run_dir: Path) -> tuple[Checkpoint | None, list[str]]:
