@@ -109,3 +109,39 @@ def test_resume_of_a_finished_run_says_so_and_trains_nothing(folder, tmp_path, c
     assert files() == before
     with pytest.raises(UserError, match="checkpoint is at step 6, past this config's 4 steps"):
         train(cfg.replace(train={"steps": 4}), tmp_path / "r", resume=True, progress=False)
+
+
+@pytest.mark.parametrize("changed", [{"train": {"lr": 5e-4}}, {"train": {"batch_size": 2}}, {"train": {"seed": 3}},
+                                     {"diffusion": {"schedule": "cosine"}}, {"diffusion": {"prediction": "v"}},
+                                     {"model": {"dropout": 0.2}}])
+def test_resume_refuses_a_changed_recipe_key_by_key(folder, tmp_path, changed):
+    cfg = tiny_config(folder, train={"steps": 3})
+    train(cfg, tmp_path / "r", progress=False)
+    section, values = next(iter(changed.items()))
+    (key, value), = values.items()
+    with pytest.raises(UserError, match=rf"differs from the run's \({section}\.{key}: .* -> .*\).*--allow-changes"):
+        train(cfg.replace(**{**changed, "train": {"steps": 6, **changed.get("train", {})}}), tmp_path / "r",
+              resume=True, progress=False)
+    assert (tmp_path / "r" / "config.toml").read_text() == cfg.to_toml()  # untouched
+
+
+def test_resume_with_allow_changes_keeps_the_config_history(folder, tmp_path, caplog):
+    cfg = tiny_config(folder, train={"steps": 3})
+    train(cfg, tmp_path / "r", progress=False)
+    caplog.set_level("INFO", logger="minidiffusion")
+    changed = cfg.replace(train={"lr": 5e-4, "steps": 6, "log_every": 3})
+    train(changed, tmp_path / "r", resume=True, progress=False, allow_changes=True)
+    assert "train.lr: 0.001 -> 0.0005" in caplog.text and "train.steps: 3 -> 6" in caplog.text
+    assert (tmp_path / "r" / "config.toml").read_text() == changed.to_toml()
+    assert (tmp_path / "r" / "config.step_00000003.toml").read_text() == cfg.to_toml()
+    assert load_checkpoint(tmp_path / "r").config == changed
+
+
+def test_cli_resume_without_config_continues_the_runs_own(folder, tmp_path):
+    from minidiffusion.cli import main
+
+    cfg = tiny_config(folder, train={"steps": 3})
+    train(cfg, tmp_path / "r", progress=False)
+    assert main(["train", "--out", str(tmp_path / "r"), "--resume", "--set", "train.steps=4", "--no-progress"]) == 0
+    assert load_checkpoint(tmp_path / "r").step == 4  # not the quick preset: that would be refused as a change
+    assert main(["train", "--config", "quick", "--out", str(tmp_path / "r"), "--resume"]) == 2

@@ -52,8 +52,9 @@ def dataset_shape(cfg) -> tuple[int, int]:
     return channels, d.image_size or size
 
 
-def add_config_args(p: argparse.ArgumentParser, default: str | None = "quick") -> None:
-    p.add_argument("--config", default=default, help="a TOML file or a preset name (see configs/)")
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="a TOML file or a preset name (see configs/); default: with "
+                                                  "--resume the run's own config.toml, else quick")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key (repeatable), e.g. --set train.lr=1e-4")
 
@@ -62,6 +63,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .models.unet import build_model, count_parameters
 
+    out = args.out
+    own = Path(out) / "config.toml" if out and args.resume else None
+    if args.config is None:  # --resume continues the run's own config; otherwise the quick preset
+        args.config = own if own is not None and own.is_file() else "quick"
     cfg = load_config(args.config, args.set)
     if args.dry_run:
         channels, size = dataset_shape(cfg)
@@ -72,8 +77,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     from .train import train
 
-    out = args.out or Path("runs") / Path(str(args.config)).stem
-    train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    out = out or Path("runs") / Path(str(args.config)).stem
+    train(cfg, out, resume=args.resume, progress=not args.no_progress, allow_changes=args.allow_changes)
     return 0
 
 
@@ -181,7 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "checkpoints/ to --out.")
     add_config_args(p)
     p.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest complete checkpoint in --out, with the run's own config.toml "
+                        "unless --config is given")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="--resume: train on with a config that differs from the run's in more than length, "
+                        "logging and sampling keys (the old config is kept as config.step_N.toml)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter count, then exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

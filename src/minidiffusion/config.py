@@ -203,6 +203,28 @@ def _check_combinations(cfg: Config, where: str) -> None:
         raise UserError(f"{where}: diffusion.sigma_min={d.sigma_min:g} must be below sigma_max={d.sigma_max:g}")
 
 
+# Keys a resumed run may change freely: how long, how often, where, how fast; not what is learned or how.
+RESUMABLE_CHANGES = {
+    "train": {"steps", "epochs", "time_limit", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
+              "eval_every", "eval_n", "log", "device", "compile", "channels_last", "max_nonfinite"},
+    "data": {"root", "num_workers", "in_memory"},
+    "sample": {f.name for f in dataclasses.fields(SampleConfig)},
+}
+
+
+def config_changes(old: Config, new: Config) -> tuple[list[str], list[str]]:
+    """The keys in which ``new`` differs from ``old``, as "section.key: old -> new": (free, significant), free
+    being those of RESUMABLE_CHANGES."""
+    a, b = old.to_dict(), new.to_dict()
+    free, significant = [], []
+    for section in b:
+        for key, value in b[section].items():
+            if a[section].get(key) != value:
+                change = f"{section}.{key}: {_toml_value(a[section].get(key))} -> {_toml_value(value)}"
+                (free if key in RESUMABLE_CHANGES.get(section, ()) else significant).append(change)
+    return free, significant
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

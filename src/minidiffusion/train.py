@@ -12,6 +12,7 @@ import copy
 import functools
 import logging
 import math
+import os
 import sys
 import time
 import types
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
-from .config import Config
+from .config import Config, config_changes
 from .data import ImageDataset, load_dataset
 from .diffusion.objectives import make_objective
 from .errors import UserError
@@ -133,11 +134,15 @@ def _check_shapes(model: nn.Module, state: dict[str, torch.Tensor], where: str) 
         raise UserError(f"{where}: the checkpoint's model does not match this config's model ({detail})")
 
 
-def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Path:
+def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
+          allow_changes: bool = False) -> Path:
     """Train the model ``cfg`` describes, writing config, metrics, sample grids and checkpoints to ``out_dir``.
 
     Returns the path of the final checkpoint's JSON. With ``resume``, continues from the newest complete
-    checkpoint in ``out_dir`` (starting fresh, and saying so, when there is none).
+    checkpoint in ``out_dir`` (starting fresh, and saying so, when there is none). A resumed ``cfg`` may differ from
+    the checkpoint's in how long, how often and where (``config.RESUMABLE_CHANGES``); other differences (learning
+    rate, batch, seed, diffusion, data, model) are refused, key by key, unless ``allow_changes``. Whenever config.toml
+    changes, the old one is kept as config.step_N.toml.
     """
     out = Path(out_dir)
     device = resolve_device(cfg.train.device)
@@ -151,13 +156,14 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     locks: list[RunLock] = []  # rank 0 holds the run directory for the whole run; a second training is refused
     distributed.on_main(lambda: locks.append(RunLock.acquire(out)), world)
     try:
-        return _train(cfg, out, world, device, resume, progress)
+        return _train(cfg, out, world, device, resume, progress, allow_changes)
     finally:
         for lock in locks:
             lock.release()
 
 
-def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume: bool, progress: bool) -> Path:
+def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume: bool, progress: bool,
+           allow_changes: bool) -> Path:
     rank_batch = cfg.train.batch_size // world.size
     rank_slice = slice(world.rank * rank_batch, (world.rank + 1) * rank_batch)
     if cfg.train.eval_every:
@@ -195,7 +201,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
                 log.info("--resume: no checkpoint in %s yet, starting a fresh run", out)
         else:
             guide = distributed.agreed(lambda: restore(latest or _load_for_resume(found[0]), cfg, model, ema,
-                                                       optimizer, scaler, state), world)
+                                                       optimizer, scaler, state, allow_changes), world)
             if world.is_main:
                 log.info("resuming from %s (step %d)", *found)
                 if guide is None and guide_step is not None and guide_step <= state.step:
@@ -212,7 +218,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
             log.info("--resume: the run is already complete (step %d of %d): nothing to train; raise train.steps "
                      "to go on", state.step, total)
         return Path(state.last_checkpoint)
-    distributed.on_main(lambda: _write_config(cfg, out), world)
+    distributed.on_main(lambda: _write_config(cfg, out, state.step), world)
 
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -411,10 +417,14 @@ def _refuse_to_start_over(out: Path) -> None:
             raise UserError(f"--resume: {e}; move the checkpoints away to start afresh") from None
 
 
-def _write_config(cfg: Config, out: Path) -> None:
+def _write_config(cfg: Config, out: Path, step: int = 0) -> None:
+    """config.toml; a different one already there (a resumed run that changed keys) is kept as config.step_N.toml."""
+    path = out / "config.toml"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.toml").write_text(cfg.to_toml())
+        if path.is_file() and path.read_text() != cfg.to_toml():
+            os.replace(path, out / f"config.step_{step:08d}.toml")
+        path.write_text(cfg.to_toml())
     except OSError as e:
         raise UserError(f"cannot write to output directory {out}: {e.strerror or e}") from None
 
@@ -448,17 +458,23 @@ def checkpoint_meta(data: ImageDataset, state: RunState, optimizer: torch.optim.
 
 
 def restore(ckpt: Checkpoint, cfg: Config, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler, state: RunState) -> nn.Module | None:
-    """Load weights, EMA, optimizer and counters from a checkpoint, checking the model shapes first. Returns the
-    autoguidance guide network the checkpoint carries (a copy of ``ema`` with its weights), or None."""
+            scaler: torch.amp.GradScaler, state: RunState, allow_changes: bool = False) -> nn.Module | None:
+    """Load weights, EMA, optimizer and counters from a checkpoint, checking the model shapes and the config first.
+    Returns the autoguidance guide network the checkpoint carries (a copy of ``ema`` with its weights), or None."""
     for prefix, module in (("model", model), ("ema", ema)):
         _check_shapes(module, ckpt.state_dict(prefix), str(ckpt.path))
     has_guide = ckpt.has("guide")
     if has_guide:
         _check_shapes(ema, ckpt.state_dict("guide"), str(ckpt.path))
-    if ckpt.config.model != cfg.model:  # shapes fit (a mismatch is an error above, not this warning and an error)
-        changed = [k for k, v in vars(cfg.model).items() if getattr(ckpt.config.model, k) != v]
-        log.warning("--resume: model settings differ from the checkpoint's (%s)", ", ".join(changed))
+    free, significant = config_changes(ckpt.config, cfg)
+    if significant and not allow_changes:
+        raise UserError(f"--resume: this config differs from the run's ({'; '.join(significant)}): resume without "
+                        f"--config to continue the run as it was, or add --allow-changes to train on with them")
+    if significant:
+        log.warning("--resume --allow-changes: training on with %s (the old config is kept beside config.toml)",
+                    "; ".join(significant))
+    if free:
+        log.info("--resume: %s", "; ".join(free))
     for prefix, module in (("model", model), ("ema", ema)):
         module.load_state_dict(ckpt.state_dict(prefix))
     guide = None
