@@ -47,6 +47,7 @@ from .data.download import cache_dir
 from .diffusion.registry import SAMPLERS
 from .errors import UserError
 from .features import EXTRACTORS, FeatureExtractor, extract, load_extractor
+from .images import SIXTEEN_BIT, pil_to_mode
 from .sampling import add_guidance_options, generate, unguided_until, with_guidance
 
 log = logging.getLogger("minidiffusion")
@@ -577,8 +578,9 @@ def _load_png_folder(folder: Path) -> torch.Tensor:
     for f in files:
         try:
             with Image.open(f) as im:
-                mode = mode or ("L" if im.mode in ("1", "L", "LA", "I", "I;16") else "RGB")  # the first file decides
-                arrays.append(np.asarray(im.convert(mode), dtype=np.uint8))
+                grey = ("1", "L", "LA", "La", "I", "F", *SIXTEEN_BIT)
+                mode = mode or ("L" if im.mode in grey else "RGB")  # the first file decides
+                arrays.append(np.asarray(pil_to_mode(im, mode), dtype=np.uint8))
         except OSError as e:
             raise UserError(f"--samples: cannot read {f} ({e})") from None
         if arrays[-1].shape != arrays[0].shape:

@@ -44,6 +44,31 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, p
     return grid
 
 
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def pil_to_mode(im: Image.Image, mode: str) -> Image.Image:
+    """Any Pillow image -> 8-bit ``mode`` ("L" or "RGB"), its values scaled rather than clipped.
+
+    Pillow's own ``convert`` clips 16-bit and 32-bit grey to 0..255 (16-bit photos become black and white), so:
+    16-bit grey (I;16*) is divided by 257 (65535 -> 255); 32-bit integer grey (I, how some files hold 16-bit data)
+    too when any value exceeds 255, else taken as it is; float grey (F) is read as [0, 1] when no value exceeds 1,
+    else as [0, 255]. Transparent pixels (LA, PA, RGBA, a palette with a transparent colour) are composited onto
+    white, as a viewer shows them on a page. CMYK and the rest go through Pillow's conversion.
+    """
+    if im.mode in SIXTEEN_BIT or im.mode in ("I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        if im.mode in SIXTEEN_BIT or (im.mode == "I" and a.size and a.max() > 255):
+            a = a / 257.0
+        elif im.mode == "F" and a.size and a.max() <= 1.0:
+            a = a * 255.0
+        im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    elif im.mode in ("LA", "La", "PA", "RGBA", "RGBa") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return im.convert(mode)
+
+
 def to_pil(array: np.ndarray) -> Image.Image:
     """uint8 (H, W, C) with C in {1, 3} -> a PIL image ('L' or 'RGB')."""
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)

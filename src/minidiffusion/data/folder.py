@@ -19,18 +19,33 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import UserError
+from ..images import pil_to_mode
 
 log = logging.getLogger("minidiffusion")
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
+MAX_PIXELS = 64_000_000  # a larger image (a 20 KB PNG can claim 13000 x 13000) is skipped, not decoded into GBs
+
+
 def scan(root: Path) -> list[Path]:
-    """Every image file under ``root`` (by extension, any case), in sorted order."""
+    """Every image file under ``root`` (by extension, any case), in sorted order; symlinked folders are followed,
+    each real folder once (a link back up the tree is not a loop)."""
     if not root.is_dir():
         what = "does not exist" if not root.exists() else "is not a folder"
         raise UserError(f"data.root {root} {what}; data.name=folder needs a folder of images (--set data.root=DIR)")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    seen: set[tuple[int, int]] = set()
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []  # met before through another link
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        found += [Path(folder) / f for f in files if Path(f).suffix.lower() in EXTENSIONS]
+    paths = sorted(p for p in found if p.is_file())
     if not paths:
         raise UserError(f"no images under {root} (looked for {', '.join(sorted(EXTENSIONS))}, in subfolders too)")
     return paths
@@ -40,13 +55,14 @@ def decode_image(path: Path, image_size: int, channels: int) -> torch.Tensor:
     """One image file -> uint8 (C, S, S): converted to grey or RGB, shorter side scaled to S, center-cropped."""
     mode = "L" if channels == 1 else "RGB"
     with Image.open(path) as im:
+        if im.width * im.height > MAX_PIXELS:
+            raise TooLarge(f"{path} is {im.width}x{im.height} ({im.width * im.height / 1e6:.0f} MP), above the "
+                           f"{MAX_PIXELS / 1e6:.0f} MP limit for training images")
         # JPEG only: let the decoder shrink by 2, 4 or 8 while decoding, never below the requested size -- much
         # faster for camera-sized photos, and the resize below does the rest.
         im.draft(mode, (image_size, image_size))
         im = ImageOps.exif_transpose(im)  # photos are often stored sideways with an orientation tag
-        if im.mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")  # converting a palette with transparency straight to RGB makes Pillow warn
-        im = im.convert(mode)
+        im = pil_to_mode(im, mode)  # 16-bit, float and transparent images scaled and composited, not clipped
         # Center-crop the largest square, then scale it to S in one resampling step (the same as scaling the
         # shorter side to S and cropping the middle). Pillow's filters widen when shrinking, so this antialiases.
         w, h = im.size
@@ -58,9 +74,16 @@ def decode_image(path: Path, image_size: int, channels: int) -> torch.Tensor:
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()  # (C, S, S)
 
 
+class TooLarge(ValueError):
+    """An image above MAX_PIXELS: skipped like an unreadable one, and named."""
+
+
 def _try_decode(path: Path, image_size: int, channels: int) -> torch.Tensor | None:
     try:
         return decode_image(path, image_size, channels)
+    except TooLarge as e:
+        log.warning("skipped a huge image: %s", e)
+        return None
     except Exception:  # Pillow reports damage as OSError, ValueError, SyntaxError, struct.error, ...: all "unreadable"
         return None
 
