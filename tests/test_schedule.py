@@ -95,12 +95,13 @@ def test_min_snr_weighting_known_values():
 
     s = linear_schedule()
     net = lambda x_t, t: torch.zeros_like(x_t)  # loss = mean(ε²) for ε-prediction
-    x0, eps = torch.zeros(3, 1, 4, 4), torch.ones(3, 1, 4, 4)
-    t = torch.tensor([0, 300, 999])
+    x0, eps = torch.zeros(4, 1, 4, 4), torch.ones(4, 1, 4, 4)
+    t = torch.tensor([0, 100, 150, 999])  # SNR 1e4, 8.54, 3.67, 4e-5: γ = 5 falls between t = 100 and 150
     plain = diffusion_loss(net, s, x0, t, eps)
     weighted = diffusion_loss(net, s, x0, t, eps, min_snr_gamma=5.0)
     snr = (s.alphas_cumprod / (1 - s.alphas_cumprod))[t]
-    assert torch.allclose(plain, torch.ones(3))
+    assert snr[1] == pytest.approx(8.5367, rel=1e-4) and snr[2] == pytest.approx(3.6704, rel=1e-4)
+    assert torch.allclose(plain, torch.ones(4))
     assert weighted[0].item() == pytest.approx(5.0 / snr[0].item(), rel=1e-5)  # nearly clean: down-weighted
-    assert weighted[2].item() == pytest.approx(1.0)  # SNR < γ: unchanged
-    assert snr[1] < 5 or weighted[1].item() < 1
+    assert weighted[1].item() == pytest.approx(5.0 / 8.53667, rel=1e-5)  # just above γ: 0.586
+    assert weighted[2].item() == pytest.approx(1.0) and weighted[3].item() == pytest.approx(1.0)  # SNR < γ
