@@ -236,15 +236,15 @@ def test_every_sampler_is_in_the_one_registry_and_config():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["diffusion.objective=edm", "diffusion.min_snr_gamma=0"], "does not sample diffusion.objective=edm"),
-    (["diffusion.objective=flow", "sample.sampler=heun"], "min_snr_gamma is a ddpm loss weight"),
-    (["diffusion.objective=edm", "diffusion.min_snr_gamma=0", "sample.sampler=heun", "diffusion.prediction=v"],
-     "prediction=v is for the ddpm objective"),
-    (["sample.sampler=heun"], "does not sample diffusion.objective=ddpm"),
+    (["diffusion.objective=edm", "sample.sampler=ddpm"], "sample.sampler=ddpm does not sample diffusion.objective=edm"),
+    (["diffusion.min_snr_gamma=5"], "min_snr_gamma is a ddpm loss weight"),
+    (["diffusion.objective=edm", "diffusion.prediction=v"], "prediction=v is for the ddpm objective"),
+    (["diffusion.objective=ddpm"], "sample.sampler=heun does not sample diffusion.objective=ddpm"),
+    (["diffusion.objective=edm", "diffusion.sigma_min=100"], "sigma_min=100 must be below sigma_max=80"),
 ])
 def test_config_refuses_combinations_that_do_not_fit(overrides, message):
     with pytest.raises(UserError, match=message):
-        load_config("quick", overrides)
+        load_config("quick", overrides)  # flow, heun
 
 
 @pytest.fixture(scope="module")
