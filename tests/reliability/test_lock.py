@@ -23,7 +23,8 @@ def start_training(folder, run, steps=100_000):
             "--set", "data.channels=1", "--set", "model.variant=simple", "--set", "model.base_channels=8",
             "--set", "model.channel_mults=1,2", "--set", "model.dropout=0", "--set", f"train.steps={steps}",
             "--set", "train.batch_size=4", "--set", "train.device=cpu", "--set", "train.checkpoint_every=5",
-            "--set", "sample.sampler=heun", "--set", "sample.steps=2", "--set", "sample.n=4", "--set", "sample.guidance=1"]
+            "--set", "sample.sampler=heun", "--set", "sample.steps=2", "--set", "sample.n=4",
+            "--set", "sample.guidance=1"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:
