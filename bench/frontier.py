@@ -44,15 +44,15 @@ from minidiffusion.diffusion import SAMPLERS  # noqa: E402
 # name: (overrides on the quick preset, scorings "sampler:steps:guidance"). Each recipe spells out its objective,
 # loss weight, sampler and guide, so that the rows mean the same whatever the preset holds today.
 DDPM = ["diffusion.objective=ddpm", "diffusion.min_snr_gamma=5", "sample.sampler=ddpm", "sample.steps=50",
-        "sample.variance=small", "sample.guide_at=0.25"]  # the quick preset until 2026-12-02
+        "sample.variance=small", "sample.guide_step=0", "sample.guide_at=0.25"]  # the quick preset until 2026-12-02
 RECIPES: dict[str, tuple[list[str], list[str]]] = {
     "eps-minsnr": (DDPM, ["ddpm:50:1", "ddpm:50:2"]),
     "eps-lognormal": ([*DDPM, "diffusion.t_sampling=lognormal", "diffusion.uniform_mix=0.1"],
                       ["ddpm:50:1", "ddpm:50:2"]),
     "edm": (["diffusion.objective=edm", "diffusion.min_snr_gamma=0", "sample.sampler=heun", "sample.steps=18",
-             "sample.guide_at=0.25"], ["heun:18:1", "heun:18:2"]),
+             "sample.guide_step=0", "sample.guide_at=0.25"], ["heun:18:1", "heun:18:2"]),
     "flow": (["diffusion.objective=flow", "diffusion.min_snr_gamma=0", "sample.sampler=heun", "sample.steps=25",
-              "sample.guide_at=0.0625"], ["heun:25:1", "heun:25:1.5", "heun:25:2"]),  # the quick preset now
+              "sample.guide_step=62"], ["heun:25:1", "heun:25:1.5", "heun:25:2"]),  # the quick preset now
     "diffusers": ([], ["diffusers-ddpm:50:1"]),
 }
 COMMON = ["train.checkpoint_every=0", "train.sample_every=0", "train.log_every=50", "train.device=cpu"]

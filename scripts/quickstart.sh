@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 source scripts/venv.sh
 export OMP_WAIT_POLICY=PASSIVE  # spinning OpenMP threads cost up to 5x on a busy 2-core machine
 RUN=${1:-runs/quick}
-# 2,500 steps take 6-8 minutes on 2 cores; on a slower machine training stops after 7.7 minutes with its final
+# 2,000 steps take 5-7 minutes on 2 cores; on a slower machine training stops after 7.7 minutes with its final
 # checkpoint (the schedule's last steps skipped), so the whole script stays within 10. Run it again to finish them.
 "$VENV/bin/minidiffusion" train --config quick --out "$RUN" --resume --set train.time_limit=460
 "$VENV/bin/minidiffusion" sample --checkpoint "$RUN" --num-images 64 --out "$RUN/samples.png" \

@@ -108,7 +108,7 @@ def test_resuming_past_guide_at_without_a_guide_says_so(folder, tmp_path, caplog
     caplog.set_level("WARNING", logger="minidiffusion")
     later = tiny_config(folder, train={"steps": 8}, sample={"guide_at": 0.25})  # the guide step, 2, is long past
     train(later, tmp_path / "r", resume=True, progress=False)
-    assert "its step 2 is behind the resumed step 6" in caplog.text
+    assert "the guide's step 2 (sample.guide_at/guide_step) is behind the resumed step 6" in caplog.text
     assert not load_checkpoint(tmp_path / "r").has("guide")
 
 
@@ -126,3 +126,20 @@ def test_a_run_cut_by_the_time_limit_still_takes_its_guide(folder, tmp_path):
     assert ckpt.step == 1 and ckpt.has("guide")  # guide_at x steps is step 500; the clock came first
     model = minidiffusion.load(tmp_path / "r")
     assert model.guide is not None and model.sample(2, seed=0).shape == (2, 1, 8, 8)
+
+
+def test_guide_step_keeps_the_ema_after_that_many_steps_whatever_the_length(folder, tmp_path):
+    """sample.guide_step: the guide is the EMA after step k, the same network for a 4- and a 6-step run of one seed
+    (the warmup, and so the weights up to k, do not depend on train.steps)."""
+    from minidiffusion.train import guide_step_of
+
+    cfg = tiny_config(folder, train={"warmup_steps": 6}, sample={"guide_step": 2, "guidance": 2.0})
+    a = load_checkpoint(train(cfg, tmp_path / "a", progress=False))
+    b = load_checkpoint(train(cfg.replace(train={"steps": 4}), tmp_path / "b", progress=False))
+    assert a.has("guide") and b.has("guide")
+    for key, value in a.state_dict("guide").items():
+        assert torch.equal(value, b.state_dict("guide")[key]), key
+    assert guide_step_of(cfg, 6) == 2 and guide_step_of(cfg.replace(sample={"guide_step": 9}), 6) == 6
+    assert guide_step_of(cfg.replace(sample={"guide_step": 0, "guide_at": 0.5}), 6) == 3
+    with pytest.raises(UserError, match="both choose the guide"):
+        cfg.replace(sample={"guide_at": 0.5})

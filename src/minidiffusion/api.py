@@ -27,7 +27,7 @@ class Model:
     def __init__(self, net: nn.Module, config: Config, image_shape: tuple[int, int, int], device: str = "cpu",
                  checkpoint: Checkpoint | None = None, guide: nn.Module | None = None):
         self.net = net  # in eval mode, gradients off
-        self.guide = guide  # the autoguidance guide network, when the checkpoint has one (see sample.guide_at)
+        self.guide = guide  # the autoguidance guide network, when the checkpoint has one (see sample.guide_step)
         self.config = config
         self.image_shape = image_shape  # (C, H, W)
         self.device = device
@@ -64,7 +64,7 @@ def load(path: str | Path, *, ema: bool = True, device: str = "cpu", guide: str 
     """The model of a run directory (its newest complete checkpoint) or of one checkpoint file.
 
     Its autoguidance guide is the checkpoint at ``guide`` (a weaker network of the same data and diffusion), else the
-    one the checkpoint carries (trained with sample.guide_at), else none.
+    one the checkpoint carries (trained with sample.guide_step or guide_at), else none.
 
     ``ema=False`` takes the raw weights instead of their exponential moving average; ``device`` is
     ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (the GPU when there is one).

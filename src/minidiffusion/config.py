@@ -128,6 +128,8 @@ class SampleConfig:
     guidance: float = _opt(1.0, min=1.0, help="autoguidance weight w: ε = ε_guide + w (ε - ε_guide); 1 = off")
     guide_at: float = _opt(0.0, min=0.0, max=0.99, help="training keeps the EMA weights at this fraction of "
                            "train.steps as the guide network (0 = none)")
+    guide_step: int = _opt(0, min=0, help="training keeps the EMA weights after this many steps as the guide "
+                           "network, whatever train.steps is (0 = none; instead of guide_at)")
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,9 @@ def _check_combinations(cfg: Config, where: str) -> None:
         if d.prediction != "eps":
             raise UserError(f"{where}: diffusion.prediction={d.prediction} is for the ddpm objective; {d.objective} "
                             f"fixes what the network predicts")
+    if sample.guide_at and sample.guide_step:
+        raise UserError(f"{where}: sample.guide_at={sample.guide_at:g} and sample.guide_step={sample.guide_step} "
+                        f"both choose the guide: set one of them to 0")
     if d.objective == "edm" and not d.sigma_min < d.sigma_max:
         raise UserError(f"{where}: diffusion.sigma_min={d.sigma_min:g} must be below sigma_max={d.sigma_max:g}")
 

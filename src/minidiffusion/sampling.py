@@ -32,7 +32,7 @@ def load_model(path: str | Path, *, ema: bool = True, device: str = "cpu") -> tu
 def load_guide(ckpt: Checkpoint, path: str | Path | None = None, *, device: str = "cpu") -> nn.Module | None:
     """The autoguidance guide for ``ckpt``'s network: the EMA weights of the checkpoint at ``path`` (a run
     directory or file: any network trained on the same images with the same diffusion), else the guide ``ckpt``
-    carries (kept during training, see sample.guide_at), else None."""
+    carries (kept during training, see sample.guide_step and guide_at), else None."""
     if path is None:
         return _network(ckpt, "guide", device) if ckpt.has("guide") else None
     net, guide = load_model(path, device=device)
@@ -66,7 +66,7 @@ def add_guidance_options(parser) -> None:
                         help="autoguidance weight (default: the config's sample.guidance; 1 = off)")
     parser.add_argument("--guide", default=None, metavar="CHECKPOINT",
                         help="the guide network: a weaker checkpoint of the same data and diffusion (default: the "
-                             "one the checkpoint carries when trained with sample.guide_at)")
+                             "one the checkpoint carries when trained with sample.guide_step or guide_at)")
 
 
 def with_guidance(cfg: Config, weight: float | None) -> Config:
@@ -132,7 +132,7 @@ def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, i
     if sc.guidance != 1:
         if guide is None:
             raise UserError(f"sample.guidance={sc.guidance:g} needs a guide network, and there is none: train with "
-                            f"sample.guide_at > 0, pass --guide CHECKPOINT, or set sample.guidance=1")
+                            f"sample.guide_step or guide_at > 0, pass --guide CHECKPOINT, or set sample.guidance=1")
         guide.eval()
     draw = _drawer(objective, net, guide if sc.guidance != 1 else None, cfg, spec, steps, options, fast)
     out = []

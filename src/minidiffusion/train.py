@@ -178,7 +178,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
     torch.manual_seed(cfg.train.seed)  # initial weights
     model = build_model(cfg.model, data.channels, data.image_size).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    guide_step = max(1, round(cfg.sample.guide_at * total)) if cfg.sample.guide_at else None
+    guide_step = guide_step_of(cfg, total)
     guide: nn.Module | None = None  # autoguidance: the EMA weights at guide_step, once taken (or restored)
     objective = make_objective(cfg.diffusion)
     fused = device.startswith("cuda")
@@ -205,8 +205,8 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
             if world.is_main:
                 log.info("resuming from %s (step %d)", *found)
                 if guide is None and guide_step is not None and guide_step <= state.step:
-                    log.warning("sample.guide_at=%g: its step %d is behind the resumed step %d, so this run will "
-                                "carry no guide network", cfg.sample.guide_at, guide_step, state.step)
+                    log.warning("the guide's step %d (sample.guide_at/guide_step) is behind the resumed step %d, so "
+                                "this run will carry no guide network", guide_step, state.step)
     else:
         distributed.on_main(lambda: _refuse_to_overwrite(out), world)
     if state.step > total:
@@ -294,7 +294,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
         if guide is None and guide_step is not None and (
                 state.step == guide_step or _time_passed(cfg.sample.guide_at * cfg.train.time_limit, loop_start,
                                                          state.step, cfg, world)):
-            guide = copy.deepcopy(ema)  # at guide_at of the steps, or of train.time_limit if that comes first
+            guide = copy.deepcopy(ema)  # at its step, or at guide_at of train.time_limit if that comes first
 
         out_of_time = _time_passed(cfg.train.time_limit, loop_start, state.step, cfg, world)
         last = state.step == total or out_of_time
@@ -338,6 +338,14 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
         early = f" (train.time_limit={cfg.train.time_limit:g}s reached; the schedule had {total})" * out_of_time
         log.info("done: %d steps%s, final checkpoint %s", state.step, early, state.last_checkpoint)
     return Path(state.last_checkpoint)
+
+
+def guide_step_of(cfg: Config, total: int) -> int | None:
+    """The step after which training keeps its EMA as the autoguidance guide: sample.guide_step, else
+    sample.guide_at x total steps; None without either."""
+    if cfg.sample.guide_step:
+        return min(cfg.sample.guide_step, total)
+    return max(1, round(cfg.sample.guide_at * total)) if cfg.sample.guide_at else None
 
 
 def _time_passed(seconds: float, loop_start: float, step: int, cfg: Config, world: distributed.World) -> bool:
