@@ -76,7 +76,7 @@ def test_missing_tensorboard_fails_before_training(tmp_path, monkeypatch):
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard -> ImportError
     cfg = tiny_config(tmp_path / "no-such-data", train={"log": ["jsonl", "tensorboard"]})
-    with pytest.raises(UserError, match=r"pip install 'minidiffusion\[tb\]'"):
+    with pytest.raises(UserError, match=r"pip install tensorboard \(in a clone: pip install -e '.\[tb\]'\)"):
         train(cfg, tmp_path / "run", progress=False)  # before the (missing) data is even looked at
     assert not (tmp_path / "run").exists()
 

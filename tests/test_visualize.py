@@ -215,7 +215,8 @@ def test_video_errors(tmp_path, monkeypatch):
         recorder.write_video(tmp_path / "d.avi", samples, fps=5)
     monkeypatch.setitem(sys.modules, "imageio", None)
     monkeypatch.setitem(sys.modules, "imageio.v2", None)
-    with pytest.raises(UserError, match=r"MP4 needs the 'video' extra: pip install 'minidiffusion\[video\]'"):
+    with pytest.raises(UserError, match=r"MP4 needs the 'video' extra: pip install imageio imageio-ffmpeg "
+                                        r"\(in a clone: pip install -e '.\[video\]'\)"):
         recorder.write_video(tmp_path / "d.mp4", samples, fps=5)
     with pytest.raises(ValueError, match="one batch"):
         run_ddim(recorder, steps=2)  # a second batch into the same recorder
@@ -305,7 +306,7 @@ def test_curves_cli(tmp_path, monkeypatch):
     assert main(["visualize", "curves", "--run", str(tmp_path / "none"), "--out", str(out)]) == 2
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(UserError, match=r"pip install 'minidiffusion\[viz\]'"):
+    with pytest.raises(UserError, match=r"pip install matplotlib \(in a clone: pip install -e '.\[viz\]'\)"):
         V.plot_curves(V.read_metrics(run), out)
 
 

@@ -111,7 +111,8 @@ def _trace_sqrtm_scipy(sigma1: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
     try:
         from scipy import linalg
     except ImportError:
-        raise UserError("method='scipy' needs scipy: pip install 'minidiffusion[eval]'") from None
+        raise UserError("method='scipy' needs scipy: pip install scipy (in a clone: pip install -e '.[eval]')"
+                        ) from None
 
     def sqrtm(a: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():

@@ -38,7 +38,8 @@ def _summary_writer_class() -> type:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # torch.utils.tensorboard itself imports the tensorboard package
         raise UserError("train.log includes 'tensorboard' but the tensorboard package is not installed: "
-                        "pip install 'minidiffusion[tb]' (or drop it: --set train.log=jsonl)") from None
+                        "pip install tensorboard (in a clone: pip install -e '.[tb]'), or drop it: "
+                        "--set train.log=jsonl") from None
     return SummaryWriter
 
 

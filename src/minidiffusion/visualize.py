@@ -300,7 +300,8 @@ class DenoisingRecorder:
         return path
 
 
-VIDEO_EXTRA_MESSAGE = "MP4 needs the 'video' extra: pip install 'minidiffusion[video]'"
+VIDEO_EXTRA_MESSAGE = ("MP4 needs the 'video' extra: pip install imageio imageio-ffmpeg "
+                       "(in a clone: pip install -e '.[video]')")
 
 
 def _imageio():
@@ -432,14 +433,14 @@ def ema_smooth(values: Sequence[float | None], smooth: float) -> list[float]:
 
 
 def plot_curves(records: list[dict], out: str | Path, *, smooth: float = 0.9, num_timesteps: int | None = None,
-                title: str = "") -> Path:
+                title: str = "", objective: str = "ddpm") -> Path:
     """Three panels against step: the loss (raw, faint, and smoothed), the smoothed loss per timestep quartile
     (``loss_q0`` .. ``loss_q3``, q0 the least noisy), and training throughput (``img_per_s``). Needs matplotlib."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
         raise UserError("visualize curves needs matplotlib, the 'viz' extra: "
-                        "pip install 'minidiffusion[viz]'") from None
+                        "pip install matplotlib (in a clone: pip install -e '.[viz]')") from None
 
     steps = [r["step"] for r in records]
     column = lambda key: [r.get(key) if isinstance(r.get(key), (int, float)) else math.nan for r in records]
@@ -452,7 +453,11 @@ def plot_curves(records: list[dict], out: str | Path, *, smooth: float = 0.9, nu
     ax_loss.legend()
 
     for q in range(4):
-        if num_timesteps:
+        if objective == "flow":
+            label = f"t {q / 4:.2f}..{(q + 1) / 4:.2f}"
+        elif objective == "edm":
+            label = f"ρ-grid quartile {q}"  # σ between σ_min and σ_max, spaced as the sampler spaces them
+        elif num_timesteps:
             low, high = q * num_timesteps // 4, (q + 1) * num_timesteps // 4 - 1
             label = f"t {low}..{high}"
         else:
@@ -558,14 +563,17 @@ def cmd_curves(args: argparse.Namespace) -> int:
 
     run = Path(args.run)
     records = read_metrics(run)
-    num_timesteps = None
-    config_path = (run if run.is_dir() else run.parent) / "config.toml"
+    num_timesteps, objective = None, "ddpm"
+    run_dir = run if run.is_dir() else run.parent
+    config_path = run_dir / "config.toml"
     if config_path.is_file():
         try:
-            num_timesteps = load_config(config_path).diffusion.num_timesteps
+            diffusion = load_config(config_path).diffusion
+            num_timesteps, objective = diffusion.num_timesteps, diffusion.objective
         except UserError:
             pass  # an old or hand-edited config: label quartiles without their t ranges
-    out = plot_curves(records, args.out, smooth=args.smooth, num_timesteps=num_timesteps, title=str(run))
+    out = plot_curves(records, args.out, smooth=args.smooth, num_timesteps=num_timesteps, objective=objective,
+                      title=f"run {run_dir.resolve().name} ({objective})")
     print(f"wrote {out} ({len(records)} points, steps {records[0]['step']}..{records[-1]['step']})")
     return 0
 
