@@ -160,3 +160,14 @@ def test_wheel_ships_the_presets(tmp_path):
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines()[0].startswith(str(tmp_path / "site")), result.stdout
         assert expected in result.stdout
+
+
+def test_submodules_are_reachable_without_importing_them_first():
+    import subprocess
+    import sys
+
+    code = ("import minidiffusion, sys; assert 'torch' not in sys.modules; "
+            "print(minidiffusion.evaluate.classifier_score.__name__, minidiffusion.diffusion.make_objective.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["classifier_score", "make_objective"]
