@@ -145,3 +145,11 @@ def test_cli_resume_without_config_continues_the_runs_own(folder, tmp_path):
     assert main(["train", "--out", str(tmp_path / "r"), "--resume", "--set", "train.steps=4", "--no-progress"]) == 0
     assert load_checkpoint(tmp_path / "r").step == 4  # not the quick preset: that would be refused as a change
     assert main(["train", "--config", "quick", "--out", str(tmp_path / "r"), "--resume"]) == 2
+
+
+def test_the_final_grid_is_announced(folder, tmp_path, caplog):
+    caplog.set_level("INFO", logger="minidiffusion")
+    train(tiny_config(folder), tmp_path / "r", progress=False)
+    messages = [r.getMessage() for r in caplog.records]
+    at = messages.index("drawing the final grid: 4 samples, ddim 3 steps")
+    assert messages[at + 1].startswith("done: 6 steps")

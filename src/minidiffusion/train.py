@@ -309,6 +309,10 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
             window.reset()
             start_time = time.perf_counter()
         if last or (cfg.train.sample_every and state.step % cfg.train.sample_every == 0):
+            if last and world.is_main:  # the bar stands at 100%: say what the next minute is for
+                bar.close()
+                log.info("drawing the final grid: %d samples, %s %d steps", cfg.sample.n, cfg.sample.sampler,
+                         cfg.sample.steps)
             grid = generate_sharded(ema, unguided_until(cfg, guide), cfg.sample.n, seed=cfg.train.seed,
                                     channels=data.channels, image_size=data.image_size, device=device, world=world,
                                     guide=guide)
