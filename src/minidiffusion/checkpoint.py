@@ -106,11 +106,12 @@ def save_checkpoint(directory: Path, step: int, config: Config, tensors: dict[st
         path = directory / f"ckpt_{step:08d}.json"
         atomic_write_bytes(path, json.dumps(record, indent=1).encode())
         _fsync_dir(directory)
-    except OSError as e:
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error, not OSError
         tmp.unlink(missing_ok=True)
         if not (directory / f"ckpt_{step:08d}.json").exists():
             weights.unlink(missing_ok=True)  # tensors without their record are no checkpoint, only lost space
-        raise UserError(f"could not write checkpoint for step {step} in {directory}: {e.strerror or e} "
+        why = getattr(e, "strerror", None) or e
+        raise UserError(f"could not write checkpoint for step {step} in {directory}: {why} "
                         f"(earlier checkpoints are untouched)") from None
     prune(directory, keep)
     return path

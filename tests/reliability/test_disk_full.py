@@ -86,3 +86,54 @@ def test_disk_full_through_the_cli(folder, tmp_path, monkeypatch, capsys):
     assert err.startswith("error: could not write checkpoint for step 2") and err.count("\n") == 1
     assert "No space left on device" in err
     assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
+
+
+def _small_filesystem(path: Path, size: str):
+    """A real tmpfs of ``size`` at ``path`` (root only); None where it cannot be mounted."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        return None
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return path if done.returncode == 0 else None
+
+
+def test_a_really_full_disk_gives_the_one_line_error_and_keeps_the_earlier_checkpoint(tmp_path):
+    """Not a faked exception: a tmpfs that holds one checkpoint of the tiny model but not two."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.helpers import make_folder
+
+    folder = make_folder(tmp_path / "data")
+    cfg = tiny_config(folder, train={"keep_checkpoints": 5})
+    sized = train(cfg.replace(train={"steps": 3}), tmp_path / "sized", progress=False)
+    one = sum(p.stat().st_size for p in sized.parent.iterdir())  # one checkpoint: tensors + record
+    disk = _small_filesystem(tmp_path / "disk", f"{(one * 3 // 2 + 64 * 1024) // 1024}k")
+    if disk is None:
+        pytest.skip("needs root and tmpfs to make a small real filesystem")
+    try:
+        toml = tmp_path / "tiny.toml"
+        toml.write_text(cfg.to_toml())
+        run = disk / "run"
+        args = [sys.executable, "-m", "minidiffusion", "train", "--config", str(toml), "--out", str(run),
+                "--no-progress"]
+        p = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2, p.stderr
+        last = p.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: could not write checkpoint for step 6")
+        assert "earlier checkpoints are untouched" in last
+        assert "Traceback" not in p.stderr
+        assert latest_checkpoint(run).step == 3 and not list(run.rglob("*.tmp"))
+        # --resume on the same full disk: the same one-line error, the step-3 checkpoint still the newest
+        p = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert "earlier checkpoints are untouched" in p.stderr.strip().splitlines()[-1]
+        assert latest_checkpoint(run).step == 3
+        # with space again, --resume finishes the run like the uninterrupted one
+        shutil.copytree(run, tmp_path / "moved")
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+    assert load_checkpoint(train(cfg, tmp_path / "moved", resume=True, progress=False)).step == 6
