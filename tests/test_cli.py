@@ -124,3 +124,12 @@ def test_sample_num_images_upper_case_npz_and_set_sample_n(tiny_run, tmp_path):
                  "--no-progress"]) == 0  # --n stays
     assert np.load(tmp_path / "c.npz")["images"].shape == (5, 8, 8, 1)
     np.testing.assert_array_equal(np.load(tmp_path / "a.NPZ")["images"], np.load(tmp_path / "c.npz")["images"][:3])
+
+
+def test_sample_on_a_missing_gpu_names_its_own_flag(tiny_run, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["sample", "--checkpoint", str(tiny_run), "--device", "cuda", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--device=cuda but no GPU is visible" in err and "train.device" not in err

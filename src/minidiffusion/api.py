@@ -69,9 +69,9 @@ def load(path: str | Path, *, ema: bool = True, device: str = "cpu", guide: str 
     ``ema=False`` takes the raw weights instead of their exponential moving average; ``device`` is
     ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (the GPU when there is one).
     """
-    from .train import resolve_device
+    from .devices import resolve_device
 
-    device = resolve_device(device) if device in ("auto", "cuda") else device
+    device = resolve_device(device, "device") if device in ("auto", "cuda") else device
     net, ckpt = load_model(path, ema=ema, device=device)
     channels, size = int(ckpt.meta["data"]["channels"]), int(ckpt.meta["data"]["image_size"])
     return Model(net, ckpt.config, (channels, size, size), device, ckpt, load_guide(ckpt, guide, device=device))

@@ -84,12 +84,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from . import distributed
+    from .devices import resolve_device
     from .images import make_grid, save_grid, save_npz, save_png
     from .sampling import generate_sharded, guide_for, load_model, with_guidance
-    from .train import resolve_device
 
     out = _sample_out(Path(args.out), args.snapshots)  # a typo fails now, not after minutes of sampling
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     world = distributed.init(device)  # under torchrun, each rank draws a contiguous share of the images
     device = distributed.local_device(device, world)
     net, ckpt = distributed.agreed(lambda: load_model(args.checkpoint, ema=not args.no_ema, device=device), world)

@@ -436,7 +436,7 @@ def register(subparsers, formatter_class) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .train import resolve_device
+    from .devices import resolve_device
 
     start_time = time.perf_counter()
     if not (args.checkpoint or args.samples or args.stats_only):
@@ -445,7 +445,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError("--guidance/--guide apply to samples drawn from --checkpoint")
     if args.image_size is not None and args.image_size < 1:
         raise UserError(f"--image-size must be at least 1, got {args.image_size}")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     progress = not args.no_progress
 
     # -- what to score, and against which data (everything cheap first: a mistake fails before any sampling) -----

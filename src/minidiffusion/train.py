@@ -28,6 +28,7 @@ from . import distributed
 from .checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import Config, config_changes
 from .data import ImageDataset, load_dataset
+from .devices import resolve_device
 from .diffusion.objectives import make_objective
 from .errors import UserError
 from .images import make_grid, save_grid, to_model_range
@@ -46,14 +47,6 @@ def mix_seed(*parts: int) -> int:
         h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
         h ^= h >> 31
     return h & 0x7FFFFFFFFFFFFFFF
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device=cuda but no GPU is visible to PyTorch (use train.device=cpu or auto)")
-    return name
 
 
 class BatchOrder:
