@@ -9,7 +9,7 @@ RUN=${1:-runs/quick}
 # checkpoint (the schedule's last steps skipped), so the whole script stays within 10. Run it again to finish them.
 "$VENV/bin/minidiffusion" train --config quick --out "$RUN" --resume --set train.time_limit=460
 "$VENV/bin/minidiffusion" sample --checkpoint "$RUN" --num-images 64 --out "$RUN/samples.png" \
-    --video "$RUN/denoising.gif" --every 2
+    --video "$RUN/denoising.gif"
 "$VENV/bin/minidiffusion" sample --checkpoint "$RUN" --num-images 16 --snapshots 1,0.75,0.5,0.25,0 \
     --out "$RUN/snapshots.png"
 echo "done: $RUN/samples.png, $RUN/denoising.gif, $RUN/snapshots.png"

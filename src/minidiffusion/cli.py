@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="sample.KEY=VALUE",
                    help="sampler options, e.g. --set sample.eta=1.0 --set sample.variance=small")
     p.add_argument("--video", default=None, help="also write the denoising video (FILE.gif or FILE.mp4)")
-    p.add_argument("--fps", type=int, default=25, help="video frames per second")
+    p.add_argument("--fps", type=int, default=8, help="video frames per second")
     p.add_argument("--every", type=int, default=1, help="video: keep every K-th step")
     p.add_argument("--with-x0", action="store_true", help="video: show the x0 estimate beside x_t")
     p.add_argument("--snapshots", default=None, metavar="T,T,...",
