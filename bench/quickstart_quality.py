@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--samples", default=None, help="also keep the images here (.npz, uint8 'images' NHWC)")
     parser.add_argument("--minutes", type=float, default=None, help="the quickstart's measured end-to-end time")
+    parser.add_argument("--guide", default=None, help="another guide checkpoint than the run's own")
     parser.add_argument("--results", default=str(BENCH / "results.jsonl"))
     args = parser.parse_args(argv)
-    model = minidiffusion.load(args.run)
+    model = minidiffusion.load(args.run, guide=args.guide)
     sc = model.config.sample
     images = model.sample(args.n, seed=SAMPLE_SEED, batch_size=500)
     score = Scorer()(images)
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     met = {k: (score[k] >= v if op == ">=" else score[k] <= v) for k, (op, v) in GOALS.items()}
     record = {"name": "quickstart quality", "run": str(args.run), "train_steps": model.checkpoint.step,
               "schedule_steps": model.config.train.steps, "sampler": sc.sampler, "sampler_steps": sc.steps,
-              "guidance": sc.guidance, "nfe": evaluations(sc.sampler, sc.steps, sc.guidance), "n": args.n, **score,
+              "guidance": sc.guidance, "guide": args.guide or "the run's own", "nfe": evaluations(sc.sampler, sc.steps, sc.guidance), "n": args.n, **score,
               "minutes": args.minutes, "goals_met": met, "machine": machine("cpu"), "command": command_line(),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     append_result(record, Path(args.results))
