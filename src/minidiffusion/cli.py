@@ -21,7 +21,7 @@ from .errors import UserError
 EXAMPLES = {
     "train": "example: minidiffusion train --config quick --out runs/quick\n"
              "         minidiffusion train --config configs/cifar10.toml --set train.batch_size=64 --dry-run",
-    "sample": "example: minidiffusion sample --checkpoint runs/quick --n 64 --sampler ddim --steps 50 --out grid.png",
+    "sample": "example: minidiffusion sample --checkpoint runs/quick --num-images 64 --out grid.png",
 }
 
 # Image shape of each dataset before any resize (folder: data.channels x data.image_size).
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="draw images from a checkpoint", formatter_class=_Formatter,
                        epilog=EXAMPLES["sample"] + "\n         minidiffusion sample --checkpoint runs/quick "
-                       "--n 16 --video denoise.gif --out grid.png")
+                       "--num-images 16 --video denoise.gif --out grid.png")
     p.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint) or checkpoint file")
     p.add_argument("--num-images", "--n", dest="n", type=int, default=None,
                    help="number of images (default: the config's sample.n)")
