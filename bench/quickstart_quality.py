@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     met = {k: (score[k] >= v if op == ">=" else score[k] <= v) for k, (op, v) in GOALS.items()}
     record = {"name": "quickstart quality", "run": str(args.run), "train_steps": model.checkpoint.step,
               "schedule_steps": model.config.train.steps, "sampler": sc.sampler, "sampler_steps": sc.steps,
-              "guidance": sc.guidance, "guide": args.guide or "the run's own", "nfe": evaluations(sc.sampler, sc.steps, sc.guidance), "n": args.n, **score,
+              "guidance": sc.guidance, "guide": args.guide or "the run's own",
+              "nfe": evaluations(sc.sampler, sc.steps, sc.guidance), "n": args.n, **score,
               "minutes": args.minutes, "goals_met": met, "machine": machine("cpu"), "command": command_line(),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     append_result(record, Path(args.results))
