@@ -83,10 +83,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: done once, at import, before any thread writes files
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def save_checkpoint(directory: Path, step: int, config: Config, tensors: dict[str, torch.Tensor],
@@ -99,7 +102,7 @@ def save_checkpoint(directory: Path, step: int, config: Config, tensors: dict[st
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates it 0600; readable like the JSON beside it
+        os.chmod(tmp, 0o666 & ~_UMASK)  # safetensors creates it 0600; readable like the JSON beside it
         os.replace(tmp, weights)
         record = {"format": FORMAT, "version": VERSION, "step": step, "weights": weights.name,
                   "sha256": file_sha256(weights), "config": config.to_dict(), **(meta or {})}

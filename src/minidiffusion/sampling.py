@@ -14,7 +14,7 @@ from .config import Config
 from .diffusion import eps_model, guided_eps_model, image_generators, image_seeds
 from .diffusion.objectives import make_objective
 from .diffusion.ode import EDMODE, FlowODE, GuidedODE, edm_grid, flow_grid
-from .diffusion.process import FastEpsModel
+from .diffusion.process import fast_network
 from .diffusion.registry import SAMPLERS, samplers_for
 from .diffusion.samplers import Callback, randn
 from .distributed import World
@@ -160,8 +160,7 @@ def _drawer(objective, net: nn.Module, guide: nn.Module | None, cfg: Config, spe
             model, x_T, schedule, steps, clip_x0=True, generator=gens, callback=callback, progress=progress, **options)
 
     def ode_of(module: nn.Module):
-        wrapped = FastEpsModel(module, **fast) if any(fast.values()) else module
-        return (EDMODE if objective.name == "edm" else FlowODE)(objective, wrapped)
+        return (EDMODE if objective.name == "edm" else FlowODE)(objective, fast_network(module, **fast))
 
     ode = ode_of(net)
     if guide is not None:

@@ -284,7 +284,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         bar.update(1)
-        if guide is None and guide_step is not None and (
+        if guide is None and guide_step is not None and state.step <= guide_step and (
                 state.step == guide_step or _time_passed(cfg.sample.guide_at * cfg.train.time_limit, loop_start,
                                                          state.step, cfg, world)):
             guide = copy.deepcopy(ema)  # at its step, or at guide_at of train.time_limit if that comes first

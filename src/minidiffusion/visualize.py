@@ -51,7 +51,6 @@ MIN_SNAPSHOT_WIDTH = 160  # snapshots: each panel at least this wide
 GIF_FINAL_HOLD_MS = 1000  # the last frame (the samples) stays up this long before the video loops
 
 
-
 # -- drawing helpers ---------------------------------------------------------------------------------------------
 
 def auto_scale(width: int, minimum: int) -> int:
@@ -373,7 +372,7 @@ def snapshot_strip(recorder: DenoisingRecorder, final_images: torch.Tensor, want
     final = recorder.final_grid(final_images)
     scale = scale or auto_scale(final.shape[1], MIN_SNAPSHOT_WIDTH)
     panels, labels = [], []
-    for k in nearest_recorded(recorder.timesteps, wanted, log=isinstance(wanted[0], float) and log_levels):
+    for k in nearest_recorded(recorder.timesteps, wanted, log=log_levels):
         panels.append(upscale_array(final if k is None else recorder.frames[k], scale))
         labels.append(f"{recorder.label(0)} (final)" if k is None else recorder.label(recorder.timesteps[k]))
     return labelled_panels(panels, labels)

@@ -63,11 +63,17 @@ def eps_model(net: torch.nn.Module, schedule: Schedule, prediction: str = "eps",
     """
     if prediction not in ("eps", "v"):
         raise ValueError(f"unknown prediction {prediction!r}")
-    if dtype is not None or channels_last or cuda_graph:
-        net = FastEpsModel(net, dtype=dtype, channels_last=channels_last, cuda_graph=cuda_graph)
+    net = fast_network(net, dtype=dtype, channels_last=channels_last, cuda_graph=cuda_graph)
     if prediction == "eps":
         return net
     return lambda x_t, t: eps_from_v(schedule, x_t, t, net(x_t, t).float())
+
+
+def fast_network(net, *, dtype: torch.dtype | None = None, channels_last: bool = False, cuda_graph: bool = False):
+    """``net`` behind :class:`FastEpsModel` when any speed option is on, else ``net`` itself."""
+    if dtype is not None or channels_last or cuda_graph:
+        return FastEpsModel(net, dtype=dtype, channels_last=channels_last, cuda_graph=cuda_graph)
+    return net
 
 
 def guided_eps_model(model: EpsModel, guide: EpsModel, weight: float) -> EpsModel:
