@@ -163,11 +163,11 @@ def test_narrow_models_have_no_counterpart(tmp_path):
     (tmp_path / "unet" / "config.json").write_text(json.dumps(narrow))
     with pytest.raises(UserError, match="norm_num_groups=32.*8 groups"):
         interop.from_diffusers(tmp_path, tmp_path / "run")
-    cfg = Config().replace(model={"base_channels": 32, "channel_mults": [1, 2]})
+    cfg = Config().replace(model={"base_channels": 32, "channel_mults": [1, 2], "attention_resolutions": [4]})
     with pytest.raises(UserError, match="norm_num_groups=32"):
         interop.check_groups(build_model(cfg.model, 1, 8), 32)
     with pytest.raises(UserError, match="only the 'ddpm' UNet"):
-        interop.config_to_diffusers(cfg.replace(model={"variant": "simple"}), 1, 8)
+        interop.config_to_diffusers(cfg.replace(model={"variant": "simple", "attention_resolutions": [14]}), 1, 8)
     with pytest.raises(UserError, match="patch_size=2: diffusers' UNet2DModel has no patch input"):
         interop.config_to_diffusers(cfg.replace(model={"patch_size": 2}), 1, 8)
     for objective in ("edm", "flow"):

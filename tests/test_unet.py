@@ -1,7 +1,9 @@
+import tomllib
+
 import pytest
 import torch
 
-from minidiffusion.config import ModelConfig, load_config, preset_names
+from minidiffusion.config import Config, ModelConfig, load_config, preset_names
 from minidiffusion.errors import UserError
 from minidiffusion.models.unet import SimpleUNet, UNet, build_model, count_parameters, timestep_embedding
 
@@ -93,7 +95,33 @@ def test_patched_model_sees_pixel_patches_as_channels():
 
 
 def test_patch_size_must_divide_the_image():
-    with pytest.raises(UserError, match="patch_size=2: the UNet sees 14x14 patch grids; image size 14 cannot go"):
+    # the sizes suggested are image sizes (multiples of p 2^(levels-1) = 8), not sizes of the 14x14 patch grid
+    with pytest.raises(UserError, match=r"image size 28 cannot go through 3 levels on 2x2 patches \(size must be "
+                                        r"divisible by 8: e.g. 8, 16, 24, 32\).* or a smaller model.patch_size"):
         build_model(ModelConfig(variant="simple", base_channels=8, channel_mults=(1, 2, 2), patch_size=2), 1, 28)
     with pytest.raises(UserError, match="patch_size=3 does not divide the image size 28"):
         build_model(ModelConfig(variant="simple", base_channels=8, channel_mults=(1,), patch_size=3), 1, 28)
+
+
+def test_the_built_in_defaults_form_a_working_config():
+    cfg = Config()  # no preset, no [model]: the default data (MNIST, 1x28x28) with the default network
+    net = build_model(cfg.model, 1, 28)
+    assert net(torch.zeros(2, 1, 28, 28), torch.tensor([0, 999])).shape == (2, 1, 28, 28)
+
+
+def test_the_simple_unet_refuses_keys_it_would_ignore_and_does_not_save_them():
+    with pytest.raises(UserError, match="model.num_res_blocks is for the ddpm variant"):
+        Config.from_dict({"model": {"variant": "simple", "num_res_blocks": 3}})
+    with pytest.raises(UserError, match="model.attention_resolutions is for the ddpm variant"):
+        Config.from_dict({"model": {"variant": "simple", "attention_resolutions": [7]}})
+    simple = Config.from_dict({"model": {"variant": "simple"}})
+    text = simple.to_toml()
+    assert "num_res_blocks" not in text and "attention_resolutions" not in text and 'variant = "simple"' in text
+    assert Config.from_dict(tomllib.loads(text)) == simple  # what is left out comes back as it was
+    assert "num_res_blocks = 2" in Config().to_toml()
+
+
+def test_attention_at_a_size_no_level_has_is_refused():
+    with pytest.raises(UserError, match=r"attention_resolutions: 16 is not a feature size of this UNet \(its levels' "
+                                        r"feature maps are 28, 14, 7\)"):
+        build_model(ModelConfig(base_channels=8, channel_mults=(1, 2, 2), attention_resolutions=(16,)), 1, 28)

@@ -33,12 +33,13 @@ def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None
 
 @dataclass(frozen=True)
 class ModelConfig:
+    # The defaults are the mnist preset's network, so that a config with no [model] fits the default data.
     variant: str = _opt("ddpm", choices=("ddpm", "simple"), help="UNet: Ho et al. 'ddpm' or the lighter 'simple'")
-    base_channels: int = _opt(128, min=8, help="width of the first level; a multiple of 8 (GroupNorm)")
-    channel_mults: tuple[int, ...] = _opt((1, 2, 2, 2), min=1, min_items=1,
+    base_channels: int = _opt(64, min=8, help="width of the first level; a multiple of 8 (GroupNorm)")
+    channel_mults: tuple[int, ...] = _opt((1, 2, 2), min=1, min_items=1,
                                           help="width of each level relative to base_channels")
     num_res_blocks: int = _opt(2, min=1, max=8, help="residual blocks per level (ddpm variant)")
-    attention_resolutions: tuple[int, ...] = _opt((16,), min=1, help="feature sizes that get self-attention (ddpm)")
+    attention_resolutions: tuple[int, ...] = _opt((14,), min=1, help="feature sizes that get self-attention (ddpm)")
     num_heads: int = _opt(1, min=1, help="attention heads")
     dropout: float = _opt(0.1, min=0.0, max=0.99, help="dropout inside residual blocks")
     patch_size: int = _opt(1, min=1, max=8, help="p > 1: the UNet sees p x p pixel patches as channels "
@@ -167,7 +168,7 @@ class Config:
         lines = []
         for section, values in self.to_dict().items():
             lines.append(f"[{section}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if not self._ignored(section, k)]
             lines.append("")
         return "\n".join(lines)
 
@@ -178,6 +179,10 @@ class Config:
             d.setdefault(section, {}).update(values)
         return Config.from_dict(d)
 
+    def _ignored(self, section: str, key: str) -> bool:
+        """A key the chosen variant has no use for (left out of config.toml, refused when set)."""
+        return section == "model" and self.model.variant == "simple" and key in DDPM_ONLY
+
     # -- derived ----------------------------------------------------------------------------------------------
     def total_steps(self, dataset_size: int) -> int:
         if self.train.steps:
@@ -187,9 +192,16 @@ class Config:
         return max(1, math.ceil(self.train.epochs * dataset_size / self.train.batch_size))
 
 
+DDPM_ONLY = ("num_res_blocks", "attention_resolutions")  # the simple UNet: one block per level, attention mid only
+
+
 def _check_combinations(cfg: Config, where: str) -> None:
     """Keys that are valid alone but not together."""
     d, sample = cfg.diffusion, cfg.sample
+    for key in DDPM_ONLY if cfg.model.variant == "simple" else ():
+        if getattr(cfg.model, key) != getattr(ModelConfig(), key):
+            raise UserError(f"{where}: model.{key} is for the ddpm variant; the simple UNet has one block per level "
+                            f"and attention only in the middle (remove the key or set model.variant=ddpm)")
     if d.objective not in SAMPLERS[sample.sampler].objectives:
         fits = ", ".join(n for n, s in SAMPLERS.items() if d.objective in s.objectives)
         raise UserError(f"{where}: sample.sampler={sample.sampler} does not sample diffusion.objective={d.objective} "

@@ -410,7 +410,8 @@ def _batches(data: ImageDataset, order: BatchOrder, start: int, total: int, rank
 def _refuse_to_overwrite(out: Path) -> None:
     ckpt_dir = out / "checkpoints"
     if ckpt_dir.is_dir() and any(ckpt_dir.glob("ckpt_*.json")):
-        raise UserError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+        raise UserError(f"{out} already holds checkpoints: continue it with --resume (train(..., resume=True) in "
+                        "Python), or choose another --out")
 
 
 def _refuse_to_start_over(out: Path) -> None:

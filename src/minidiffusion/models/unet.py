@@ -110,12 +110,16 @@ class TimeEmbedding(nn.Module):
         return self.mlp(timestep_embedding(t, self.base))
 
 
-def check_image_size(image_size: int, levels: int) -> None:
-    factor = 2 ** (levels - 1)
+def check_image_size(image_size: int, levels: int, patch_size: int = 1) -> None:
+    """Images must halve cleanly through every level; on p x p patches the first level is already 1/p of the image,
+    so the sizes suggested are image sizes (multiples of p 2^(levels-1)), not patch-grid sizes."""
+    factor = patch_size * 2 ** (levels - 1)
     if image_size % factor:
         ok = [s for s in range(factor, 4 * factor + 1, factor)]
-        raise UserError(f"image size {image_size} cannot go through {levels} levels (size must be divisible by "
-                        f"{factor}: e.g. {', '.join(map(str, ok))}); set data.image_size or use fewer channel_mults")
+        patches = f" on {patch_size}x{patch_size} patches" if patch_size > 1 else ""
+        raise UserError(f"image size {image_size} cannot go through {levels} levels{patches} (size must be divisible "
+                        f"by {factor}: e.g. {', '.join(map(str, ok))}); set data.image_size or use fewer "
+                        f"channel_mults{' or a smaller model.patch_size' if patch_size > 1 else ''}")
 
 
 class UNet(nn.Module):
@@ -260,17 +264,19 @@ def build_model(cfg, in_channels: int, image_size: int) -> nn.Module:
     p = cfg.patch_size
     if image_size % p:
         raise UserError(f"model.patch_size={p} does not divide the image size {image_size}")
+    check_image_size(image_size, len(cfg.channel_mults), p)
     channels, size = in_channels * p * p, image_size // p
-    try:
-        if cfg.variant == "simple":
-            net = SimpleUNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_heads, cfg.dropout)
-        else:
-            net = UNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_res_blocks,
-                       cfg.attention_resolutions, cfg.num_heads, cfg.dropout)
-    except UserError as e:
-        if p == 1:
-            raise
-        raise UserError(f"model.patch_size={p}: the UNet sees {size}x{size} patch grids; {e}") from None
+    if cfg.variant == "ddpm":
+        sizes = [size // 2**i for i in range(len(cfg.channel_mults))]
+        unreached = [r for r in cfg.attention_resolutions if r not in sizes]
+        if unreached:
+            raise UserError(f"model.attention_resolutions: {', '.join(map(str, unreached))} is not a feature size of "
+                            f"this UNet (its levels' feature maps are {', '.join(map(str, sizes))}); choose among them")
+    if cfg.variant == "simple":
+        net = SimpleUNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_heads, cfg.dropout)
+    else:
+        net = UNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_res_blocks,
+                   cfg.attention_resolutions, cfg.num_heads, cfg.dropout)
     return Patched(net, p) if p > 1 else net
 
 
