@@ -1,5 +1,6 @@
 """Autoguidance: the guided ε, the guide network a run keeps (sample.guide_at), and how sampling finds it."""
 
+import math
 
 import pytest
 import torch
@@ -8,6 +9,8 @@ import minidiffusion
 from minidiffusion.checkpoint import load_checkpoint
 from minidiffusion.cli import main
 from minidiffusion.diffusion import guided_eps_model
+from minidiffusion.diffusion.objectives import Flow, make_objective
+from minidiffusion.diffusion.ode import GuidedODE
 from minidiffusion.errors import UserError
 from minidiffusion.sampling import generate, load_model
 from minidiffusion.train import train
@@ -143,3 +146,70 @@ def test_guide_step_keeps_the_ema_after_that_many_steps_whatever_the_length(fold
     assert guide_step_of(cfg.replace(sample={"guide_step": 0, "guide_at": 0.5}), 6) == 3
     with pytest.raises(UserError, match="both choose the guide"):
         cfg.replace(sample={"guide_at": 0.5})
+
+
+class Counting(torch.nn.Module):
+    """A network that records the timesteps it is called at."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.calls = net, []
+
+    def forward(self, x, t):
+        self.calls.append(float(t[0]))
+        return self.net(x, t)
+
+
+def test_the_guide_interval_guides_only_the_levels_inside_it(run):
+    """sample.guide_interval (Kynkäänniemi et al. 2024): σ in [lo, hi] guided, elsewhere the model alone, and the
+    guide is not even called there. Timesteps 999 / 666 / 333 of DDIM 3 have σ ≈ 157, 3.0, 0.78 here."""
+    net, c = load_model(run)
+    guide = load_model(ckpt(run, 2).path)[0]
+    objective = make_objective(c.config.diffusion)
+    kw = {"seed": 3, "channels": 1, "image_size": 8, "output": "float"}
+
+    def draw(interval, weight=2.0):
+        main, weak = Counting(net), Counting(guide)
+        cfg = c.config.replace(sample={"guidance": weight, "guide_interval": interval})
+        return generate(main, cfg, 4, guide=weak, **kw), main.calls, weak.calls
+
+    everywhere, calls, guide_calls = draw([])
+    assert torch.equal(draw([0, 1e6])[0], everywhere) and guide_calls == calls  # an interval holding every level
+    unguided, _, none = draw([], weight=1.0)
+    assert torch.equal(draw([1e5, 1e6])[0], unguided) and draw([1e5, 1e6])[2] == []  # one holding none
+    middle, calls, guide_calls = draw([1.0, 10.0])
+    sigmas = [objective.sigma(int(t)) for t in calls]
+    assert len(calls) == 3 and sum(1.0 <= s <= 10.0 for s in sigmas) == 1  # only the middle step is inside
+    assert guide_calls == [t for t, s in zip(calls, sigmas) if 1.0 <= s <= 10.0]
+    assert not torch.equal(middle, everywhere) and not torch.equal(middle, unguided)
+    with pytest.raises(UserError, match=r"guide_interval=\[2.0, 1.0\] must be two noise levels \[lo, hi\]"):
+        c.config.replace(sample={"guide_interval": [2.0, 1.0]})
+
+
+def test_the_guide_interval_on_the_ode_calls_the_guide_only_inside():
+    class Line:  # dx/dτ = k x, x0 estimate k: enough to tell main, guide and their mix apart
+        def __init__(self, k):
+            self.k, self.calls, self.name, self.max_tau = k, [], "flow", 1.0
+
+        def derivative(self, x, tau):
+            self.calls.append(tau)
+            return self.k * x, torch.full_like(x, self.k)
+
+    main, guide = Line(3.0), Line(1.0)
+    ode = GuidedODE(main, guide, 2.0, active=lambda tau: 0.2 <= Flow.sigma(tau) <= 1.0)  # t in [1/6, 1/2]
+    x = torch.ones(2)
+    for tau in (0.9, 0.5, 0.3, 0.1):
+        d, x0 = ode.derivative(x, tau)
+        k = 1.0 + 2.0 * (3.0 - 1.0) if 1 / 6 <= tau <= 0.5 else 3.0
+        assert torch.equal(d, k * x) and torch.equal(x0, torch.full_like(x, k)), tau
+    assert main.calls == [0.9, 0.5, 0.3, 0.1] and guide.calls == [0.5, 0.3]
+
+
+def test_noise_levels_as_edm_sigma_known_values():
+    assert Flow.sigma(0.2) == pytest.approx(0.25) and Flow.sigma(0.5) == 1.0 and Flow.sigma(1.0) == math.inf
+    cfg = minidiffusion.load_config("mnist").diffusion
+    ddpm, ab = make_objective(cfg), make_objective(cfg).schedule.alphas_cumprod
+    for t in (0, 499, 999):
+        assert ddpm.sigma(t) == pytest.approx(math.sqrt((1 - float(ab[t])) / float(ab[t])), rel=1e-12)
+    assert ddpm.sigma(0) == pytest.approx(0.01, rel=1e-3)  # β_1 = 1e-4: σ = √(β_1/(1-β_1))
+    assert make_objective(cfg.__class__(objective="edm")).sigma(2.5) == 2.5

@@ -127,6 +127,9 @@ class SampleConfig:
     s_tmin: float = _opt(0.0, min=0.0, help="euler/heun: churn only at levels (σ or t) >= S_tmin")
     s_tmax: float = _opt(0.0, min=0.0, help="euler/heun: churn only at levels <= S_tmax; 0 = no limit")
     guidance: float = _opt(1.0, min=1.0, help="autoguidance weight w: ε = ε_guide + w (ε - ε_guide); 1 = off")
+    guide_interval: tuple[float, ...] = _opt((), min=0.0, help="[lo, hi]: guide only at noise levels σ in it "
+                                             "(Kynkäänniemi et al. 2024; σ as EDM's: t/(1-t) for flow, "
+                                             "√((1-ᾱ)/ᾱ) for ddpm), the model alone elsewhere; [] = everywhere")
     guide_at: float = _opt(0.0, min=0.0, max=0.99, help="training keeps the EMA weights at this fraction of "
                            "train.steps as the guide network (0 = none)")
     guide_step: int = _opt(0, min=0, help="training keeps the EMA weights after this many steps as the guide "
@@ -213,6 +216,10 @@ def _check_combinations(cfg: Config, where: str) -> None:
         if d.prediction != "eps":
             raise UserError(f"{where}: diffusion.prediction={d.prediction} is for the ddpm objective; {d.objective} "
                             f"fixes what the network predicts")
+    if sample.guide_interval and not (len(sample.guide_interval) == 2
+                                      and sample.guide_interval[0] < sample.guide_interval[1]):
+        raise UserError(f"{where}: sample.guide_interval={list(sample.guide_interval)} must be two noise levels "
+                        f"[lo, hi] with lo < hi, e.g. [0.25, 5.7], or [] to guide everywhere")
     if sample.guide_at and sample.guide_step:
         raise UserError(f"{where}: sample.guide_at={sample.guide_at:g} and sample.guide_step={sample.guide_step} "
                         f"both choose the guide: set one of them to 0")

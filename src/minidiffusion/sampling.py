@@ -151,11 +151,13 @@ def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, i
 def _drawer(objective, net: nn.Module, guide: nn.Module | None, cfg: Config, spec, steps: int, options: dict,
             fast: dict):
     """``draw(x_T, generators, callback, progress) -> x0`` for one batch, by the sampler ``spec`` names."""
+    active = guided_levels(objective, cfg.sample.guide_interval)
     if objective.name == "ddpm":
         schedule, prediction = objective.schedule, cfg.diffusion.prediction
         model = eps_model(net, schedule, prediction, **fast)
         if guide is not None:
-            model = guided_eps_model(model, eps_model(guide, schedule, prediction, **fast), cfg.sample.guidance)
+            model = guided_eps_model(model, eps_model(guide, schedule, prediction, **fast), cfg.sample.guidance,
+                                     active)
         return lambda x_T, gens, callback, progress: spec.fn(
             model, x_T, schedule, steps, clip_x0=True, generator=gens, callback=callback, progress=progress, **options)
 
@@ -164,10 +166,18 @@ def _drawer(objective, net: nn.Module, guide: nn.Module | None, cfg: Config, spe
 
     ode = ode_of(net)
     if guide is not None:
-        ode = GuidedODE(ode, ode_of(guide), cfg.sample.guidance)
+        ode = GuidedODE(ode, ode_of(guide), cfg.sample.guidance, active)
     taus = sampling_grid(objective, cfg.sample, steps)
     return lambda x_T, gens, callback, progress: spec.fn(ode, x_T, taus, generator=gens, callback=callback,
                                                          progress=progress, **options)
+
+
+def guided_levels(objective, interval: tuple[float, ...]):
+    """level -> whether guidance applies there: σ(level) in [lo, hi] (sample.guide_interval); None = everywhere."""
+    if not interval:
+        return None
+    lo, hi = interval
+    return lambda level: lo <= objective.sigma(level) <= hi
 
 
 def sampling_grid(objective, sc, steps: int) -> torch.Tensor:

@@ -23,6 +23,8 @@ The networks see a timestep-like number: ddpm its t, flow 1000 t, edm 250 ln σ 
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import torch
@@ -125,6 +127,10 @@ class DDPM:
         lo = hi - 1
         return torch.where((x - log_s[lo]).abs() <= (log_s[hi] - x).abs(), lo, hi)
 
+    def sigma(self, t: int) -> float:
+        """The EDM σ of timestep t: x_t/√ᾱ_t = x0 + σ n."""
+        return float(self._sigmas[int(t)])
+
     def loss(self, net: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return diffusion_loss(net, self.schedule, x0, t, noise, self.cfg.prediction, self.cfg.min_snr_gamma)
 
@@ -178,6 +184,10 @@ class EDM:
     def forward(self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return x0 + sigma.float().view(-1, 1, 1, 1) * noise
 
+    @staticmethod
+    def sigma(sigma: float) -> float:
+        return float(sigma)
+
     def position(self, sigma: torch.Tensor) -> torch.Tensor:
         """1 - the position on the ρ = 7 grid: 0 at σ_min, 1 at σ_max."""
         hi, lo = self.sigma_max ** (1 / 7), self.sigma_min ** (1 / 7)
@@ -218,6 +228,11 @@ class Flow:
 
     def forward(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return self.interpolate(x0, t, noise)
+
+    @staticmethod
+    def sigma(t: float) -> float:
+        """The EDM σ of time t (x_t/(1-t) = x0 + σ n): t/(1-t), infinite at t = 1."""
+        return math.inf if t >= 1 else t / (1 - t)
 
     def position(self, t: torch.Tensor) -> torch.Tensor:
         return t.double()

@@ -63,13 +63,16 @@ class FlowODE:
 
 class GuidedODE:
     """Autoguidance on the ODE: every output (derivative and x0 estimate) is guide + w (main - guide), the same as
-    guiding D, v or ε, which are all affine in the network output at a given x and τ."""
+    guiding D, v or ε, which are all affine in the network output at a given x and τ. With ``active`` (τ -> bool),
+    levels where it is False take the main network alone, at one network call instead of two."""
 
-    def __init__(self, main, guide, weight: float):
-        self.main, self.guide, self.weight = main, guide, weight
+    def __init__(self, main, guide, weight: float, active: Callable[[float], bool] | None = None):
+        self.main, self.guide, self.weight, self.active = main, guide, weight, active
         self.name, self.max_tau = main.name, main.max_tau
 
     def derivative(self, x: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.active is not None and not self.active(tau):
+            return self.main.derivative(x, tau)
         (d, x0), (dg, x0g) = self.main.derivative(x, tau), self.guide.derivative(x, tau)
         w = self.weight
         return dg + w * (d - dg), x0g + w * (x0 - x0g)

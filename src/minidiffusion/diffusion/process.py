@@ -76,12 +76,16 @@ def fast_network(net, *, dtype: torch.dtype | None = None, channels_last: bool =
     return net
 
 
-def guided_eps_model(model: EpsModel, guide: EpsModel, weight: float) -> EpsModel:
+def guided_eps_model(model: EpsModel, guide: EpsModel, weight: float,
+                     active: Callable[[int], bool] | None = None) -> EpsModel:
     """Autoguidance (Karras et al. 2024): ε = ε_guide + w (ε - ε_guide), the guide a weaker version of the same
     model (here: the same run, earlier). w = 1 is the model alone; w > 1 pushes samples away from what the weaker
     model gets wrong, trading variety for well-formed images, as classifier-free guidance does, without labels.
+    With ``active`` (timestep -> bool), timesteps where it is False take the model alone (one call, not two).
     """
     def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if active is not None and not active(int(t[0])):
+            return model(x_t, t).float()
         weak = guide(x_t, t).float()
         return weak + weight * (model(x_t, t).float() - weak)
 
