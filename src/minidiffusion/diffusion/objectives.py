@@ -24,7 +24,6 @@ The networks see a timestep-like number: ddpm its t, flow 1000 t, edm 250 ln σ 
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import torch
