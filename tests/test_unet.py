@@ -109,7 +109,7 @@ def test_the_built_in_defaults_form_a_working_config():
     assert net(torch.zeros(2, 1, 28, 28), torch.tensor([0, 999])).shape == (2, 1, 28, 28)
 
 
-def test_the_simple_unet_refuses_keys_it_would_ignore_and_does_not_save_them():
+def test_the_simple_unet_refuses_keys_it_would_ignore_and_does_not_save_them(tmp_path):
     with pytest.raises(UserError, match="model.num_res_blocks is for the ddpm variant"):
         Config.from_dict({"model": {"variant": "simple", "num_res_blocks": 3}})
     with pytest.raises(UserError, match="model.attention_resolutions is for the ddpm variant"):
@@ -119,6 +119,13 @@ def test_the_simple_unet_refuses_keys_it_would_ignore_and_does_not_save_them():
     assert "num_res_blocks" not in text and "attention_resolutions" not in text and 'variant = "simple"' in text
     assert Config.from_dict(tomllib.loads(text)) == simple  # what is left out comes back as it was
     assert "num_res_blocks = 2" in Config().to_toml()
+    # what runs wrote before (every key, the old defaults) still loads, as the same config
+    old = {"model": {"variant": "simple", "num_res_blocks": 2, "attention_resolutions": [16]}}
+    assert Config.from_dict(old, saved=True) == simple
+    (tmp_path / "config.toml").write_text('[model]\nvariant = "simple"\nattention_resolutions = [16]\n')
+    assert load_config(tmp_path / "config.toml", saved=True) == simple
+    with pytest.raises(UserError, match="attention_resolutions is for the ddpm variant"):  # an override still is
+        load_config(tmp_path / "config.toml", ["model.attention_resolutions=[7]"], saved=True)
 
 
 def test_attention_at_a_size_no_level_has_is_refused():

@@ -186,7 +186,7 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{weights}: unreadable tensor file ({e})") from None
-    config = Config.from_dict(record["config"], where=str(path))
+    config = Config.from_dict(record["config"], where=str(path), saved=True)
     return Checkpoint(path, record["step"], config, record, tensors)
 
 

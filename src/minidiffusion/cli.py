@@ -67,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     own = Path(out) / "config.toml" if out and args.resume else None
     if args.config is None:  # --resume continues the run's own config; otherwise the quick preset
         args.config = own if own is not None and own.is_file() else "quick"
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, args.set, saved=own is not None and args.config == own)
     if args.dry_run:
         channels, size = dataset_shape(cfg)
         n = count_parameters(build_model(cfg.model, channels, size))

@@ -152,10 +152,14 @@ class Config:
         return {s.name: plain(getattr(self, s.name)) for s in dataclasses.fields(self)}
 
     @classmethod
-    def from_dict(cls, d: Any, *, where: str = "config") -> Config:
-        """Build and validate a config from nested dicts; missing keys take their defaults."""
+    def from_dict(cls, d: Any, *, where: str = "config", saved: bool = False) -> Config:
+        """Build and validate a config from nested dicts; missing keys take their defaults. ``saved``: a config a
+        run wrote (checkpoint, config.toml), where keys the variant ignores are dropped, not refused (before
+        2026-12-02 every key was written)."""
         if not isinstance(d, dict):
             raise UserError(f"{where}: expected a table of sections, got {type(d).__name__}")
+        if saved:
+            d = _without_ignored(d)
         sections = {s.name: s for s in dataclasses.fields(cls)}
         for name in d:
             if name not in sections:
@@ -196,6 +200,13 @@ class Config:
 
 
 DDPM_ONLY = ("num_res_blocks", "attention_resolutions")  # the simple UNet: one block per level, attention mid only
+
+
+def _without_ignored(d: dict) -> dict:
+    model = d.get("model")
+    if not isinstance(model, dict) or model.get("variant", ModelConfig.variant) != "simple":
+        return d
+    return {**d, "model": {k: v for k, v in model.items() if k not in DDPM_ONLY}}
 
 
 def _check_combinations(cfg: Config, where: str) -> None:
@@ -355,9 +366,11 @@ def _scalar(raw: str) -> Any:
         return raw
 
 
-def load_config(path_or_name: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """A preset or TOML file plus ``section.key=value`` overrides, validated."""
+def load_config(path_or_name: str | Path | None = None, overrides: list[str] = (), *, saved: bool = False) -> Config:
+    """A preset or TOML file plus ``section.key=value`` overrides, validated; ``saved``: the file is a run's own
+    config.toml (see :meth:`Config.from_dict`), the overrides are checked as usual."""
     d = read_toml(path_or_name) if path_or_name else {}
+    d = _without_ignored(d) if saved else d
     where = str(path_or_name) if path_or_name else "config"
     for text in overrides:
         section, name, value = parse_override(text)
