@@ -39,10 +39,10 @@ from common import append_result, command_line, load_average, machine  # noqa: E
 
 import minidiffusion  # noqa: E402
 from minidiffusion.config import load_config  # noqa: E402
-from minidiffusion.diffusion import SAMPLERS  # noqa: E402
 
-# name: (overrides on the quick preset, scorings "sampler:steps:guidance"). Each recipe spells out its objective,
-# loss weight, sampler and guide, so that the rows mean the same whatever the preset holds today.
+# name: (overrides on the quick preset, scorings "sampler:steps:guidance[:lo-hi]", lo-hi a guide interval in σ).
+# Each recipe spells out its objective, loss weight, sampler and guide, so that the rows mean the same whatever the
+# preset holds today.
 DDPM = ["diffusion.objective=ddpm", "diffusion.min_snr_gamma=5", "sample.sampler=ddpm", "sample.steps=50",
         "sample.variance=small", "sample.guide_step=0", "sample.guide_at=0.25"]  # the quick preset until 2026-12-02
 RECIPES: dict[str, tuple[list[str], list[str]]] = {
@@ -62,9 +62,22 @@ COMMON = ["train.checkpoint_every=0", "train.sample_every=0", "train.log_every=5
 SAMPLE_SEED = 123
 
 
-def evaluations(sampler: str, steps: int, guidance: float) -> int:
-    per_net = steps if sampler.startswith("diffusers") else SAMPLERS[sampler].evaluations(steps)
-    return per_net * (2 if guidance != 1 else 1)
+def counted_sample(model: minidiffusion.Model, n: int, **options) -> tuple[torch.Tensor, float]:
+    """``model.sample(n, seed=123, ...)`` and the network evaluations per image it really made (main and guide
+    networks counted alike, by forward hooks): exact where guidance covers only part of the levels."""
+    count = [0]
+
+    def hook(module, inputs, output):
+        count[0] += inputs[0].shape[0]
+
+    nets = [m for m in (model.net, model.guide) if m is not None]
+    handles = [m.register_forward_hook(hook) for m in nets]
+    try:
+        images = model.sample(n, seed=SAMPLE_SEED, batch_size=500, **options)
+    finally:
+        for h in handles:
+            h.remove()
+    return images, count[0] / n
 
 
 class Scorer:
@@ -174,23 +187,25 @@ def run_one(recipe: str, steps: int, seed: int, args, scorer: Scorer) -> list[di
         params = sum(p.numel() for p in model.net.parameters())
     train_s = time.perf_counter() - started
     for spec in args.scorings.split(",") if args.scorings else RECIPES[recipe][1]:
-        sampler, sampler_steps, guidance = spec.split(":")
+        sampler, sampler_steps, guidance, *interval = spec.split(":")
         sampler_steps, guidance = int(sampler_steps), float(guidance)
+        interval = [float(v) for v in interval[0].split("-")] if interval else []
         t0 = time.perf_counter()
         if recipe == "diffusers":
-            images = sample_diffusers(net, args.n, sampler_steps)
+            images, nfe = sample_diffusers(net, args.n, sampler_steps), sampler_steps
         else:
-            images = model.sample(args.n, sampler=sampler, steps=sampler_steps, seed=SAMPLE_SEED, batch_size=500,
-                                  guidance=guidance)
+            images, nfe = counted_sample(model, args.n, sampler=sampler, steps=sampler_steps, guidance=guidance,
+                                         guide_interval=interval)
         sample_s = time.perf_counter() - t0
         score = scorer(images)
         if args.samples:
-            path = Path(args.samples) / f"{tag}-{steps}-s{seed}-{sampler}{sampler_steps}-w{guidance:g}.npz"
+            within = f"-i{interval[0]:g}-{interval[1]:g}" if interval else ""
+            path = Path(args.samples) / f"{tag}-{steps}-s{seed}-{sampler}{sampler_steps}-w{guidance:g}{within}.npz"
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path, images=images.permute(0, 2, 3, 1).numpy())
         records.append({"name": "frontier", "recipe": recipe, "tag": tag, "train_steps": steps, "seed": seed,
                         "sampler": sampler, "sampler_steps": sampler_steps, "guidance": guidance,
-                        "nfe": evaluations(sampler, sampler_steps, guidance), "n": args.n, **score,
+                        "guide_interval": interval, "nfe": round(nfe, 2), "n": args.n, **score,
                         "img_per_s": round(img_s, 1), "train_s": round(train_s, 1), "sample_s": round(sample_s, 1),
                         "params": params, "overrides": RECIPES[recipe][0] + args.set, "machine": machine("cpu"),
                         "torch": torch.__version__, "threads": torch.get_num_threads(), "load_avg": load_average(),
