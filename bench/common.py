@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from minidiffusion.config import Config, load_config
+from minidiffusion.devices import AUTOCAST
 from minidiffusion.diffusion import diffusion_loss, make_schedule
 from minidiffusion.diffusion.process import FastEpsModel
 from minidiffusion.models.unet import build_model, count_parameters, group_norm
@@ -200,7 +201,7 @@ def build_models(cfg: Config, anchors: list[str], sizing: str = "auto") -> tuple
 
 # -- the work being timed -------------------------------------------------------------------------------------------
 
-AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP = AUTOCAST  # the library's own precision -> dtype map
 
 
 @dataclass

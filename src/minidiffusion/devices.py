@@ -6,6 +6,9 @@ import torch
 
 from .errors import UserError
 
+# train.precision -> the autocast dtype (None: plain fp32); the one map training, sampling and the benchmarks use
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 def resolve_device(name: str, key: str = "train.device") -> str:
     """"auto" -> "cuda" when a GPU is visible, else "cpu"; "cuda" without a GPU is an error naming ``key``."""

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import Config
+from .devices import AUTOCAST
 from .diffusion import eps_model, guided_eps_model, image_generators, image_seeds
 from .diffusion.objectives import make_objective
 from .diffusion.ode import EDMODE, FlowODE, GuidedODE, edm_grid, flow_grid
@@ -125,10 +126,9 @@ def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, i
     options = {key: getattr(sc, key) for key in spec.options}
     was_training = net.training
     net.eval()
-    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
-        raise UserError(f"precision={precision!r}: choose from {', '.join(dtypes)}")
-    fast = {"dtype": dtypes[precision], "channels_last": channels_last, "cuda_graph": cuda_graph}
+    if precision not in AUTOCAST:
+        raise UserError(f"precision={precision!r}: choose from {', '.join(AUTOCAST)}")
+    fast = {"dtype": AUTOCAST[precision], "channels_last": channels_last, "cuda_graph": cuda_graph}
     if sc.guidance != 1:
         if guide is None:
             raise UserError(f"sample.guidance={sc.guidance:g} needs a guide network, and there is none: train with "

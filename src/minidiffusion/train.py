@@ -28,7 +28,7 @@ from . import distributed
 from .checkpoint import Checkpoint, latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .config import Config, config_changes
 from .data import ImageDataset, load_dataset
-from .devices import resolve_device
+from .devices import AUTOCAST, resolve_device
 from .diffusion.objectives import make_objective
 from .errors import UserError
 from .images import make_grid, save_grid, to_model_range
@@ -220,7 +220,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
         net = nn.parallel.DistributedDataParallel(model, device_ids=[world.local_rank] if fused else None)
     if cfg.train.compile:
         net = torch.compile(net)
-    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.precision]
+    amp_dtype = AUTOCAST[cfg.train.precision]
 
     order = BatchOrder(len(data), cfg.train.batch_size, cfg.train.seed)
     batches = _batches(data, order, state.step, total, rank_slice, device, cfg)
