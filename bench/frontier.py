@@ -105,13 +105,15 @@ class Scorer:
                 "mean_confidence": summary["mean_confidence"], "histogram": summary["class_histogram"]}
 
 
-def train_ours(recipe: str, steps: int, seed: int, out: Path, extra: list[str]) -> tuple[minidiffusion.Model, float]:
-    """Train (or, when ``out`` already holds this run's final checkpoint, reuse) and load the EMA model."""
+def train_ours(recipe: str, steps: int, seed: int, out: Path, extra: list[str],
+               guide: str | None = None) -> tuple[minidiffusion.Model, float]:
+    """Train (or, when ``out`` already holds this run's final checkpoint of the same config, reuse) and load the EMA
+    model, with ``guide`` (a checkpoint) as its guide instead of the one the run carries."""
     cfg = load_config("quick", RECIPES[recipe][0] + COMMON + [f"train.steps={steps}", f"train.seed={seed}"] + extra)
     done = out / "checkpoints" / f"ckpt_{steps:08d}.json"
-    if not (done.is_file() and (out / "config.toml").read_text() == cfg.to_toml()):
+    if not (done.is_file() and load_config(out / "config.toml", saved=True) == cfg):
         minidiffusion.train(cfg, out, progress=False)
-    return minidiffusion.load(out), _img_per_s(out)
+    return minidiffusion.load(out, guide=guide), _img_per_s(out)
 
 
 def _img_per_s(run: Path) -> float:
@@ -183,7 +185,7 @@ def run_one(recipe: str, steps: int, seed: int, args, scorer: Scorer) -> list[di
     if recipe == "diffusers":
         net, img_s, params = train_diffusers(steps, seed, out, args.set)
     else:
-        model, img_s = train_ours(recipe, steps, seed, out, args.set)
+        model, img_s = train_ours(recipe, steps, seed, out, args.set, args.guide)
         params = sum(p.numel() for p in model.net.parameters())
     train_s = time.perf_counter() - started
     for spec in args.scorings.split(",") if args.scorings else RECIPES[recipe][1]:
@@ -205,7 +207,8 @@ def run_one(recipe: str, steps: int, seed: int, args, scorer: Scorer) -> list[di
             np.savez_compressed(path, images=images.permute(0, 2, 3, 1).numpy())
         records.append({"name": "frontier", "recipe": recipe, "tag": tag, "train_steps": steps, "seed": seed,
                         "sampler": sampler, "sampler_steps": sampler_steps, "guidance": guidance,
-                        "guide_interval": interval, "nfe": round(nfe, 2), "n": args.n, **score,
+                        "guide": args.guide or "the run's own", "guide_interval": interval, "nfe": round(nfe, 2),
+                        "n": args.n, **score,
                         "img_per_s": round(img_s, 1), "train_s": round(train_s, 1), "sample_s": round(sample_s, 1),
                         "params": params, "overrides": RECIPES[recipe][0] + args.set, "machine": machine("cpu"),
                         "torch": torch.__version__, "threads": torch.get_num_threads(), "load_avg": load_average(),
@@ -265,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], help="an override for every recipe")
     parser.add_argument("--tag", default=None, help="name the rows (and run directories) of a variant made by --set")
     parser.add_argument("--scorings", default=None, help="sampler:steps:guidance,... instead of the recipe's own")
+    parser.add_argument("--guide", default=None, help="score with this checkpoint as the guide (e.g. the same seed "
+                        "trained k steps: exactly the in-run EMA after step k) instead of the run's own")
     parser.add_argument("--out", default="/tmp/frontier", help="run directories go here")
     parser.add_argument("--samples", default=None, help="keep each scoring's images here as .npz")
     parser.add_argument("--results", default=str(BENCH / "results.jsonl"))

@@ -1,6 +1,8 @@
 """Autoguidance: the guided ε, the guide network a run keeps (sample.guide_at), and how sampling finds it."""
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -213,3 +215,17 @@ def test_noise_levels_as_edm_sigma_known_values():
         assert ddpm.sigma(t) == pytest.approx(math.sqrt((1 - float(ab[t])) / float(ab[t])), rel=1e-12)
     assert ddpm.sigma(0) == pytest.approx(0.01, rel=1e-3)  # β_1 = 1e-4: σ = √(β_1/(1-β_1))
     assert make_objective(cfg.__class__(objective="edm")).sigma(2.5) == 2.5
+
+
+def test_the_frontier_counts_the_network_calls_it_makes(run):
+    """bench/frontier.py reports network evaluations per image as made: DDIM 3 guided everywhere is 6 calls, with
+    an interval holding one of its three levels 4."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import frontier
+
+    model = minidiffusion.load(run)
+    for interval, expected in (([], 6.0), ([1.0, 10.0], 4.0)):
+        images, nfe = frontier.counted_sample(model, 5, sampler="ddim", steps=3, guidance=2.0, guide_interval=interval)
+        assert nfe == expected and images.shape == (5, 1, 8, 8)
+        assert torch.equal(images, model.sample(5, sampler="ddim", steps=3, seed=frontier.SAMPLE_SEED, guidance=2.0,
+                                                guide_interval=interval))
