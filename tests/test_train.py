@@ -153,3 +153,21 @@ def test_the_final_grid_is_announced(folder, tmp_path, caplog):
     messages = [r.getMessage() for r in caplog.records]
     at = messages.index("drawing the final grid: 4 samples, ddim 3 steps")
     assert messages[at + 1].startswith("done: 6 steps")
+
+
+def test_streamed_workers_skips_add_up_in_the_run_directory(tmp_path, caplog):
+    """Decoded on demand by two DataLoader workers, each bad file is listed once in RUN/skipped_files.txt and the
+    end of the run gives the total, not only what one worker saw."""
+    root = make_folder(tmp_path / "imgs", n=10)
+    bad = [root / "003.png", root / "008.png"]
+    for path in bad:
+        path.write_bytes(b"not a png")
+    cfg = tiny_config(root, data={"in_memory": "no", "num_workers": 2}, train={"steps": 6, "checkpoint_every": 6})
+    with caplog.at_level("WARNING", logger="minidiffusion"):
+        train(cfg, tmp_path / "run", progress=False)  # 6 steps of 4: every file is met at least twice
+    skip_list = tmp_path / "run" / "skipped_files.txt"
+    assert sorted(set(skip_list.read_text().splitlines())) == [str(p) for p in bad]
+    assert f"skipped 2 unreadable or huge image files in all; the list: {skip_list}" in caplog.text
+    clean = make_folder(tmp_path / "clean", n=8)
+    train(tiny_config(clean, train={"steps": 2}), tmp_path / "run2", progress=False)
+    assert not (tmp_path / "run2" / "skipped_files.txt").exists()

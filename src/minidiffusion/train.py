@@ -38,6 +38,7 @@ from .rundir import RunLock
 from .sampling import generate_sharded, unguided_until
 
 log = logging.getLogger("minidiffusion")
+SKIP_LIST = "skipped_files.txt"  # in the run directory: every image file the data loading skipped, one per line
 
 
 def mix_seed(*parts: int) -> int:
@@ -212,6 +213,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
                      "to go on", state.step, total)
         return Path(state.last_checkpoint)
     distributed.on_main(lambda: _write_config(cfg, out, state.step), world)
+    data.keep_skip_list(out / SKIP_LIST, write=world.is_main)
 
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -334,6 +336,10 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
     if world.is_main:
         early = f" (train.time_limit={cfg.train.time_limit:g}s reached; the schedule had {total})" * out_of_time
         log.info("done: %d steps%s, final checkpoint %s", state.step, early, state.last_checkpoint)
+        skipped = ImageDataset.skipped_in(out / SKIP_LIST)
+        if skipped:
+            log.warning("skipped %d unreadable or huge image file%s in all; the list: %s", len(skipped),
+                        "" if len(skipped) == 1 else "s", out / SKIP_LIST)
     return Path(state.last_checkpoint)
 
 

@@ -123,6 +123,9 @@ def test_folder_with_some_unreadable_images_trains_on_the_rest(cli, tiny_toml, t
     assert f"skipped 2 unreadable images of 9 (first: {root / '000.png'})" in result.err
     assert "folder: 7 images 1x8x8" in result.err
     assert load_checkpoint(tmp_path / "run").step == 2
+    skip_list = tmp_path / "run" / "skipped_files.txt"
+    assert f"skipped 2 unreadable or huge image files in all; the list: {skip_list}" in result.err
+    assert skip_list.read_text().splitlines() == [str(root / "000.png"), str(root / "zz.jpg")]
 
 
 # -- configuration ---------------------------------------------------------------------------------------------------

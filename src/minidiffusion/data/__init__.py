@@ -11,6 +11,7 @@ Every dataset yields uint8 (C, H, W) images with H = W; the trainer converts the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -44,8 +45,9 @@ class ImageDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, name: str, images: torch.Tensor | FolderImages, *, labels: torch.Tensor | None = None,
-                 flip: bool = False):
+                 flip: bool = False, skipped: Sequence[Path] = ()):
         self.name = name
+        self.skipped = list(skipped)  # files left out when the set was decoded into memory
         self.flip = flip
         self.labels = labels
         if isinstance(images, torch.Tensor):
@@ -62,6 +64,25 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.tensor) if self.tensor is not None else len(self._files)
+
+    def keep_skip_list(self, path: Path, *, write: bool = True) -> None:
+        """Start the list of skipped files at ``path`` (``write``: with those skipped so far; no file while there are
+        none), and have the workers that decode on demand append each file they skip later."""
+        if write:
+            so_far = self.skipped + (self._files.unreadable if self._files is not None else [])
+            if so_far:
+                path.write_text("".join(f"{p}\n" for p in so_far), encoding="utf-8")
+            else:
+                path.unlink(missing_ok=True)  # a list left by an earlier start of this run directory
+        if self._files is not None:
+            self._files.skip_list = path
+
+    @staticmethod
+    def skipped_in(path: Path) -> list[str]:
+        """The distinct files a skip list names (workers may each meet the same bad file)."""
+        if not path.is_file():
+            return []
+        return list(dict.fromkeys(path.read_text(encoding="utf-8").splitlines()))
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.tensor[i] if self.tensor is not None else self._files[i]  # (C, H, W)
@@ -125,7 +146,7 @@ def _load_folder(cfg: DataConfig, split: str, flip: bool) -> ImageDataset:
     files = FolderImages(root, scan(root), cfg.image_size, cfg.channels or 3)
     decoded_bytes = len(files) * files.channels * files.image_size**2
     if cfg.in_memory == "yes" or (cfg.in_memory == "auto" and decoded_bytes <= IN_MEMORY_MAX_BYTES):
-        return ImageDataset("folder", files.decode_all(), flip=flip)
+        return ImageDataset("folder", files.decode_all(), flip=flip, skipped=files.unreadable)
     _ = files[0]  # fail now, not inside a DataLoader worker, if not a single file can be read
     return ImageDataset("folder", files, flip=flip)
 

@@ -97,7 +97,9 @@ def _report_skipped(count: int, first: Path, total: int, *, so_far: bool = False
 class FolderImages:
     """The files of a folder, decoded on demand: ``len()`` and ``[i] -> uint8 (C, S, S)``.
 
-    ``skipped`` counts the unreadable files met so far in this process (each DataLoader worker has its own copy).
+    ``skipped`` counts the unreadable files met so far in this process (each DataLoader worker has its own copy);
+    ``unreadable`` names them; with ``skip_list`` set, each is also appended to that file as it is met, one line
+    per file, so that the workers' skips add up in one place.
     """
 
     def __init__(self, root: Path, paths: Sequence[Path], image_size: int, channels: int):
@@ -106,7 +108,16 @@ class FolderImages:
         self.image_size = image_size
         self.channels = channels
         self.skipped = 0
+        self.unreadable: list[Path] = []
+        self.skip_list: Path | None = None
         self._unreadable: set[int] = set()
+
+    def _skip(self, path: Path) -> None:
+        self.skipped += 1
+        self.unreadable.append(path)
+        if self.skip_list is not None:
+            with open(self.skip_list, "a", encoding="utf-8") as f:  # one short O_APPEND write: lines do not mix
+                f.write(f"{path}\n")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -123,7 +134,7 @@ class FolderImages:
             if image is not None:
                 return image
             self._unreadable.add(j)
-            self.skipped += 1
+            self._skip(self.paths[j])
             if self.skipped == 1 or self.skipped % 100 == 0:
                 _report_skipped(self.skipped, self.paths[j], n, so_far=True)
         raise UserError(f"none of the {n} image files under {self.root} could be read")
@@ -144,7 +155,8 @@ class FolderImages:
         if not count:
             raise UserError(f"none of the {n} image files under {self.root} could be read")
         if unreadable:
-            self.skipped = len(unreadable)
+            for path in unreadable:
+                self._skip(path)
             _report_skipped(len(unreadable), unreadable[0], n)
             out = out[:count].clone()  # clone: let go of the rows reserved for the unreadable files
         return out
