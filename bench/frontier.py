@@ -111,9 +111,16 @@ def train_ours(recipe: str, steps: int, seed: int, out: Path, extra: list[str],
     model, with ``guide`` (a checkpoint) as its guide instead of the one the run carries."""
     cfg = load_config("quick", RECIPES[recipe][0] + COMMON + [f"train.steps={steps}", f"train.seed={seed}"] + extra)
     done = out / "checkpoints" / f"ckpt_{steps:08d}.json"
-    if not (done.is_file() and load_config(out / "config.toml", saved=True) == cfg):
+    if not (done.is_file() and _what_trains(load_config(out / "config.toml", saved=True)) == _what_trains(cfg)):
         minidiffusion.train(cfg, out, progress=False)
     return minidiffusion.load(out, guide=guide), _img_per_s(out)
+
+
+def _what_trains(cfg) -> dict:
+    """The config less the [sample] keys that do not change the checkpoint (all but the guide's step)."""
+    d = cfg.to_dict()
+    d["sample"] = {k: d["sample"][k] for k in ("guide_step", "guide_at")}
+    return d
 
 
 def _img_per_s(run: Path) -> float:
