@@ -107,13 +107,15 @@ class FolderImages:
         self.paths = list(paths)
         self.image_size = image_size
         self.channels = channels
-        self.skipped = 0
         self.unreadable: list[Path] = []
         self.skip_list: Path | None = None
         self._unreadable: set[int] = set()
 
+    @property
+    def skipped(self) -> int:
+        return len(self.unreadable)
+
     def _skip(self, path: Path) -> None:
-        self.skipped += 1
         self.unreadable.append(path)
         if self.skip_list is not None:
             with open(self.skip_list, "a", encoding="utf-8") as f:  # one short O_APPEND write: lines do not mix

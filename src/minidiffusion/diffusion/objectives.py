@@ -231,7 +231,7 @@ class Flow:
     @staticmethod
     def sigma(t: float) -> float:
         """The EDM σ of time t (x_t/(1-t) = x0 + σ n): t/(1-t), infinite at t = 1."""
-        return math.inf if t >= 1 else t / (1 - t)
+        return math.inf if t >= 1 else sigma_of_u(t)
 
     def position(self, t: torch.Tensor) -> torch.Tensor:
         return t.double()
