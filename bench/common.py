@@ -41,7 +41,7 @@ from minidiffusion.devices import AUTOCAST
 from minidiffusion.diffusion import diffusion_loss, make_schedule
 from minidiffusion.diffusion.process import FastEpsModel
 from minidiffusion.models.unet import build_model, count_parameters, group_norm
-from minidiffusion.train import ema_update
+from minidiffusion.training import ema_update
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results.jsonl"

@@ -138,7 +138,7 @@ def train_diffusers(steps: int, seed: int, out: Path, extra: list[str]):
 
     from minidiffusion.data import load_dataset
     from minidiffusion.images import to_model_range
-    from minidiffusion.train import BatchOrder, lr_at, mix_seed
+    from minidiffusion.training import BatchOrder, lr_at, mix_seed
 
     cfg = load_config("quick", COMMON + [f"train.steps={steps}", f"train.seed={seed}", "diffusion.min_snr_gamma=0"]
                       + extra)

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from minidiffusion.config import Config
-from minidiffusion.train import train
+from minidiffusion.training import train
 
 
 def make_folder(root: Path, n: int = 32, size: int = 8, seed: int = 0) -> Path:

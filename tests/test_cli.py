@@ -87,7 +87,7 @@ def test_quick_preset_smoke_as_documented(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from minidiffusion.train import train
+    from minidiffusion.training import train
 
     root = tmp_path_factory.mktemp("cli")
     train(tiny_config(make_folder(root / "data")), root / "run", progress=False)

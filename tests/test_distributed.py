@@ -24,7 +24,7 @@ from minidiffusion import distributed
 from minidiffusion.checkpoint import load_checkpoint
 from minidiffusion.cli import main
 from minidiffusion.errors import UserError
-from minidiffusion.train import train
+from minidiffusion.training import train
 from tests.helpers import make_folder, tiny_config
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")

@@ -286,7 +286,7 @@ def test_cli_scores_a_folder_of_pngs(tmp_path, tiny_mnist, mnist, capsys):
 
 
 def test_cli_samples_a_checkpoint(tmp_path, tiny_mnist, monkeypatch, capsys):
-    from minidiffusion.train import train
+    from minidiffusion.training import train
 
     monkeypatch.setenv("MINIDIFFUSION_STATS", str(tmp_path / "stats"))
     train(tiny_mnist_config(tiny_mnist), tmp_path / "run", progress=False)
@@ -536,10 +536,13 @@ def test_training_evaluator_scores_ema_samples(tiny_mnist, monkeypatch, tmp_path
 
 
 def test_training_logs_evaluations_to_metrics_jsonl(tiny_mnist, monkeypatch, tmp_path):
-    from minidiffusion.train import train
+    from minidiffusion import train, training
 
     monkeypatch.setenv("MINIDIFFUSION_STATS", str(tmp_path / "stats"))
-    train(tiny_mnist_config(tiny_mnist, eval_every=2), tmp_path / "run", progress=False)
+    cfg = tiny_mnist_config(tiny_mnist, eval_every=2)
+    with pytest.raises(UserError, match="train.eval_every needs an evaluator"):  # the loop is given it, never imports
+        training.train(cfg, tmp_path / "bare", progress=False)
+    train(cfg, tmp_path / "run", progress=False)
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [line for line in lines if "eval_fid_classifier" in line]
     assert [e["step"] for e in evals] == [2] and 0 <= evals[0]["eval_confident"] <= 1

@@ -15,7 +15,7 @@ from minidiffusion.diffusion.objectives import Flow, make_objective
 from minidiffusion.diffusion.ode import GuidedODE
 from minidiffusion.errors import UserError
 from minidiffusion.sampling import generate, load_model
-from minidiffusion.train import train
+from minidiffusion.training import train
 from tests.helpers import full_and_resumed, make_folder, tiny_config
 
 GUIDED = {"guide_at": 0.5, "guidance": 2.0}
@@ -136,7 +136,7 @@ def test_a_run_cut_by_the_time_limit_still_takes_its_guide(folder, tmp_path):
 def test_guide_step_keeps_the_ema_after_that_many_steps_whatever_the_length(folder, tmp_path):
     """sample.guide_step: the guide is the EMA after step k, the same network for a 4- and a 6-step run of one seed
     (the warmup, and so the weights up to k, do not depend on train.steps)."""
-    from minidiffusion.train import guide_step_of
+    from minidiffusion.training import guide_step_of
 
     cfg = tiny_config(folder, train={"warmup_steps": 6}, sample={"guide_step": 2, "guidance": 2.0})
     a = load_checkpoint(train(cfg, tmp_path / "a", progress=False))

@@ -10,7 +10,7 @@ import torch
 
 from minidiffusion.errors import UserError
 from minidiffusion.logging_backends import MetricsLogger
-from minidiffusion.train import train
+from minidiffusion.training import train
 from tests.helpers import make_folder, tiny_config
 
 needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="needs tensorboard")

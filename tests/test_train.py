@@ -5,7 +5,7 @@ import torch
 
 from minidiffusion.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from minidiffusion.errors import UserError
-from minidiffusion.train import BatchOrder, lr_at, train
+from minidiffusion.training import BatchOrder, lr_at, train
 from tests.helpers import full_and_resumed, make_folder, tiny_config
 
 

@@ -324,7 +324,7 @@ def test_help_has_defaults_and_an_example(capsys):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     from minidiffusion.config import Config
-    from minidiffusion.train import train
+    from minidiffusion.training import train
 
     tmp = tmp_path_factory.mktemp("run")
     root = make_folder(tmp / "imgs")
@@ -408,7 +408,7 @@ def test_snapshots_of_edm_pick_the_nearest_sigma_in_log_space():
 
 
 def test_sample_snapshots_and_forward_of_a_flow_run(tmp_path):
-    from minidiffusion.train import train
+    from minidiffusion.training import train
     from tests.helpers import make_folder, tiny_config
 
     folder = make_folder(tmp_path / "data")

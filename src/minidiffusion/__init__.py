@@ -17,11 +17,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
-_LAZY = {"load": "api", "Model": "api", "Config": "config", "load_config": "config", "UserError": "errors"}
+_LAZY = {"load": "api", "Model": "api", "Config": "config", "load_config": "config", "UserError": "errors",
+         "train": "api"}
 __all__ = ["Config", "Model", "UserError", "__version__", "load", "load_config", "train"]
 # submodules reachable as attributes without importing them first (minidiffusion.evaluate.classifier_score(...))
 _SUBMODULES = {"api", "checkpoint", "config", "data", "diffusion", "distributed", "evaluate", "features", "images",
-               "interop", "models", "sampling", "visualize"}
+               "interop", "models", "sampling", "training", "visualize"}
 
 
 def __getattr__(name: str) -> Any:
@@ -29,9 +30,6 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
-    if name == "train":
-        # The submodule minidiffusion.train is callable: minidiffusion.train(cfg, out) runs train.train.
-        return importlib.import_module(".train", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -60,6 +60,18 @@ class Model:
                 f"images {c}x{h}x{w}, {self.device}{where})")
 
 
+def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
+          allow_changes: bool = False) -> Path:
+    """Train the model ``cfg`` describes into ``out_dir``; the final checkpoint's JSON path. See
+    :func:`minidiffusion.training.train` for ``resume`` and ``allow_changes``; ``train.eval_every`` > 0 scores EMA
+    samples with the digit classifier as it goes (:class:`minidiffusion.evaluate.TrainingEvaluator`)."""
+    from .evaluate import TrainingEvaluator
+    from .training import train as run
+
+    return run(cfg, out_dir, resume=resume, progress=progress, allow_changes=allow_changes,
+               evaluator=TrainingEvaluator if cfg.train.eval_every else None)
+
+
 def load(path: str | Path, *, ema: bool = True, device: str = "cpu", guide: str | Path | None = None) -> Model:
     """The model of a run directory (its newest complete checkpoint) or of one checkpoint file.
 
@@ -73,5 +85,4 @@ def load(path: str | Path, *, ema: bool = True, device: str = "cpu", guide: str 
 
     device = resolve_device(device, "device") if device in ("auto", "cuda") else device
     net, ckpt = load_model(path, ema=ema, device=device)
-    channels, size = int(ckpt.meta["data"]["channels"]), int(ckpt.meta["data"]["image_size"])
-    return Model(net, ckpt.config, (channels, size, size), device, ckpt, load_guide(ckpt, guide, device=device))
+    return Model(net, ckpt.config, ckpt.image_shape, device, ckpt, load_guide(ckpt, guide, device=device))

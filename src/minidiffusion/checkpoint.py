@@ -20,9 +20,12 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from .config import Config
 from .errors import UserError
+from .models.unet import build_model
+from .rundir import atomic_write_bytes, fsync_dir
 
 FORMAT = "minidiffusion-checkpoint"
 VERSION = 1
@@ -31,33 +34,78 @@ _NAME = re.compile(r"^ckpt_(\d+)\.json$")
 log = logging.getLogger("minidiffusion")
 
 
+# The tensors a checkpoint holds, by prefix: "model.*" the raw weights, "ema.*" their moving average, "guide.*" the
+# autoguidance guide (optional), "optim.I.NAME" the optimizer's state of parameter I. Only this module spells them.
+NETWORKS = ("model", "ema", "guide")
+OPTIM = "optim"
+
+
 @dataclass
 class Checkpoint:
     path: Path  # the .json file
     step: int
     config: Config
     meta: dict[str, Any]  # everything in the JSON
-    tensors: dict[str, torch.Tensor]  # "model.*", "ema.*", "optim.*"
+    tensors: dict[str, torch.Tensor]  # see NETWORKS and OPTIM
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the images the network was trained on (checked when loaded)."""
+        data = self.meta["data"]
+        return data["channels"], data["image_size"], data["image_size"]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The training images: {"name", "channels", "image_size"} (see :func:`data_record`)."""
+        return self.meta["data"]
 
     def has(self, prefix: str) -> bool:
         """Whether the checkpoint holds tensors under ``prefix.`` ('ema', 'guide', ...)."""
         return any(k.startswith(prefix + ".") for k in self.tensors)
 
     def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
-        """The tensors under ``prefix.`` ('model' or 'ema') with the prefix removed."""
+        """The tensors under ``prefix.`` ('model', 'ema' or 'guide') with the prefix removed."""
         cut = len(prefix) + 1
         return {k[cut:]: v for k, v in self.tensors.items() if k.startswith(prefix + ".")}
 
+    def network(self, prefix: str, device: str = "cpu") -> nn.Module:
+        """The UNet the config describes with the weights under ``prefix``, in eval mode, gradients off."""
+        channels, size, _ = self.image_shape
+        net = build_model(self.config.model, channels, size)
+        try:
+            net.load_state_dict(self.state_dict(prefix))
+        except RuntimeError as e:
+            first_line = str(e).splitlines()[0]
+            raise UserError(f"{self.path}: weights do not fit the model its config describes ({first_line})") from None
+        return net.to(device).eval().requires_grad_(False)
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    def optimizer_state(self) -> dict[int, dict[str, torch.Tensor]]:
+        """The optimizer's per-parameter state, as ``Optimizer.state_dict()["state"]`` holds it."""
+        per_param: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in self.tensors.items():
+            if key.startswith(OPTIM + "."):
+                _, idx, name = key.split(".", 2)
+                per_param.setdefault(int(idx), {})[name] = value
+        return per_param
+
+
+def data_record(name: str, channels: int, image_size: int) -> dict[str, Any]:
+    """The "data" entry of a checkpoint: which images, and their shape."""
+    return {"name": name, "channels": int(channels), "image_size": int(image_size)}
+
+
+def pack(networks: dict[str, nn.Module | None],
+         optimizer: torch.optim.Optimizer | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint: each network's state under its prefix (None: left out), then the optimizer's."""
+    unknown = set(networks) - set(NETWORKS)
+    if unknown:
+        raise ValueError(f"unknown checkpoint prefixes {sorted(unknown)} (known: {', '.join(NETWORKS)})")
+    tensors = {f"{prefix}.{k}": v for prefix, net in networks.items() if net is not None
+               for k, v in net.state_dict().items()}
+    if optimizer is not None:
+        for i, state in optimizer.state_dict()["state"].items():
+            tensors.update({f"{OPTIM}.{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v) for k, v in state.items()})
+    return tensors
 
 
 def file_sha256(path: Path) -> str:
@@ -67,20 +115,6 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to ``path.PID.tmp``, fsync, rename over ``path``: readers see the old file or the new one."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique per process: cleanup removes only its own
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _read_umask() -> int:
@@ -108,7 +142,7 @@ def save_checkpoint(directory: Path, step: int, config: Config, tensors: dict[st
                   "sha256": file_sha256(weights), "config": config.to_dict(), **(meta or {})}
         path = directory / f"ckpt_{step:08d}.json"
         atomic_write_bytes(path, json.dumps(record, indent=1).encode())
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except (OSError, SafetensorError) as e:  # safetensors reports a full disk as its own error, not OSError
         tmp.unlink(missing_ok=True)
         if not (directory / f"ckpt_{step:08d}.json").exists():
@@ -187,6 +221,10 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{weights}: unreadable tensor file ({e})") from None
     config = Config.from_dict(record["config"], where=str(path), saved=True)
+    data = record.get("data")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), int) and not isinstance(data.get(k), bool)
+                                             and data[k] >= 1 for k in ("channels", "image_size")):
+        raise UserError(f"{path}: checkpoint does not record a valid image shape ('data' entry: {data!r})")
     return Checkpoint(path, record["step"], config, record, tensors)
 
 

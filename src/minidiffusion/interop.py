@@ -21,7 +21,7 @@ direction. Tensors are read from safetensors (a legacy ``.bin`` only through ``t
 
 from __future__ import annotations
 
-import argparse
+import copy
 import json
 import logging
 import math
@@ -35,10 +35,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .checkpoint import save_checkpoint
+from .checkpoint import data_record, pack, save_checkpoint
 from .config import Config
 from .errors import UserError
 from .models.unet import Attention, Downsample, ResBlock, UNet, Upsample, build_model
+from .rundir import atomic_write_bytes
 
 log = logging.getLogger("minidiffusion")
 
@@ -415,13 +416,14 @@ def from_diffusers(source: str | Path, out_dir: str | Path, *, num_heads: int | 
     state = state_dict_from_diffusers(net, load_diffusers_weights(unet_dir))
 
     # Both the weights and their EMA are the converted tensors; no optimizer state: a normal step-0 checkpoint.
-    tensors = {f"model.{k}": v for k, v in state.items()} | {f"ema.{k}": v.clone() for k, v in state.items()}
-    meta = {"data": {"name": cfg.data.name, "channels": channels, "image_size": size},
+    net.load_state_dict(state)
+    tensors = pack({"model": net, "ema": copy.deepcopy(net)})  # safetensors refuses shared storage
+    meta = {"data": data_record(cfg.data.name, channels, size),
             "source": {"diffusers": str(source), "unet_config": unet_cfg, "scheduler_config": scheduler_cfg,
                        "num_heads": num_heads}}
     path = save_checkpoint(out / "checkpoints", 0, cfg, tensors, meta)
     try:
-        (out / "config.toml").write_text(cfg.to_toml())
+        atomic_write_bytes(out / "config.toml", cfg.to_toml().encode())
     except OSError as e:
         raise UserError(f"cannot write {out / 'config.toml'}: {e.strerror or e}") from None
     return path
@@ -432,7 +434,7 @@ def to_diffusers(checkpoint: str | Path, out_dir: str | Path, *, ema: bool = Tru
     from .sampling import load_model
 
     net, ckpt = load_model(checkpoint, ema=ema)
-    channels, size = int(ckpt.meta["data"]["channels"]), int(ckpt.meta["data"]["image_size"])
+    channels, size, _ = ckpt.image_shape
     unet_cfg, scheduler_cfg = config_to_diffusers(ckpt.config, channels, size)
     check_groups(net, unet_cfg["norm_num_groups"])
     out = Path(out_dir)
@@ -450,39 +452,3 @@ def to_diffusers(checkpoint: str | Path, out_dir: str | Path, *, ema: bool = Tru
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     return out
-
-
-# -- command line -------------------------------------------------------------------------------------------
-
-EXAMPLE = """examples:
-  minidiffusion convert --from-diffusers ddpm-cifar10-32 --out runs/ddpm-cifar10-32 --num-heads 1
-  minidiffusion sample --checkpoint runs/ddpm-cifar10-32 --sampler ddpm --steps 1000 --n 64 --out grid.png
-  minidiffusion convert --to-diffusers runs/cifar10 --out exported/cifar10   # DDPMPipeline.from_pretrained(...)"""
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    if args.from_diffusers:
-        path = from_diffusers(args.from_diffusers, args.out, num_heads=args.num_heads)
-        print(f"wrote {path}\nnext: minidiffusion sample --checkpoint {args.out} --out samples.png")
-    else:
-        out = to_diffusers(args.to_diffusers, args.out, ema=not args.no_ema)
-        print(f"wrote {out} (load with diffusers.DDPMPipeline.from_pretrained({str(out)!r}))")
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction, formatter_class: type) -> None:
-    p = subparsers.add_parser("convert", help="convert weights to or from diffusers (UNet2DModel)",
-                              formatter_class=formatter_class, epilog=EXAMPLE,
-                              description="Convert between a minidiffusion run (ddpm UNet) and a diffusers "
-                                          "UNet2DModel + DDPMScheduler folder, exactly (same outputs).")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--from-diffusers", metavar="DIR_OR_HUB_ID",
-                        help="a diffusers folder (pipeline, flat repo or unet/) or a Hub id such as "
-                             "google/ddpm-cifar10-32 (downloaded when huggingface_hub and the network are there)")
-    source.add_argument("--to-diffusers", metavar="RUN_OR_CKPT", help="a run directory or checkpoint file")
-    p.add_argument("--out", required=True, help="the run directory (--from-diffusers) or pipeline folder to write")
-    p.add_argument("--no-ema", action="store_true", help="--to-diffusers: export the raw weights, not the EMA")
-    p.add_argument("--num-heads", type=int, default=None,
-                   help="--from-diffusers: attention heads to run the weights with; None = as diffusers does "
-                        "(google/ddpm-* weights were trained with 1 head, diffusers runs them with width/8)")
-    p.set_defaults(func=cmd_convert)

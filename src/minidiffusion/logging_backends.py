@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoint import atomic_write_bytes
 from .errors import UserError
+from .rundir import atomic_write_bytes
 
 log = logging.getLogger("minidiffusion")
 

@@ -1,4 +1,5 @@
-"""One training per run directory: an exclusive lock held for the life of the run.
+"""The run directory: one training at a time (an exclusive lock held for the life of the run), and the one way its
+files are written (atomically: a reader sees the old file or the new one, never half of one).
 
 ``RUN/.lock`` is locked with ``flock`` and names its holder (pid, host, start time). The kernel drops the lock when
 the holder exits, however it exits (kill -9 included), so a lock is never stale: the next run takes it over and
@@ -81,3 +82,28 @@ def _read_holder(fd: int) -> str:
         return f"pid {h['pid']} on {h['host']}, since {h['since']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "holder unknown"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to ``path.PID.tmp``, fsync, rename over ``path``: readers see the old file or the new one."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique per process: cleanup removes only its own
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -21,13 +21,12 @@ from .diffusion.samplers import Callback, randn
 from .distributed import World
 from .errors import UserError
 from .images import to_pixels
-from .models.unet import build_model
 
 
 def load_model(path: str | Path, *, ema: bool = True, device: str = "cpu") -> tuple[nn.Module, Checkpoint]:
     """The network of a checkpoint (EMA weights unless ``ema=False``), in eval mode on ``device``."""
     ckpt = load_checkpoint(path)
-    return _network(ckpt, "ema" if ema and ckpt.has("ema") else "model", device), ckpt
+    return ckpt.network("ema" if ema and ckpt.has("ema") else "model", device), ckpt
 
 
 def load_guide(ckpt: Checkpoint, path: str | Path | None = None, *, device: str = "cpu") -> nn.Module | None:
@@ -35,39 +34,15 @@ def load_guide(ckpt: Checkpoint, path: str | Path | None = None, *, device: str 
     directory or file: any network trained on the same images with the same diffusion), else the guide ``ckpt``
     carries (kept during training, see sample.guide_step and guide_at), else None."""
     if path is None:
-        return _network(ckpt, "guide", device) if ckpt.has("guide") else None
+        return ckpt.network("guide", device) if ckpt.has("guide") else None
     net, guide = load_model(path, device=device)
-    if guide.meta.get("data") != ckpt.meta.get("data"):
-        raise UserError(f"--guide {path}: trained on other images ({guide.meta.get('data')}) than {ckpt.path} "
-                        f"({ckpt.meta.get('data')})")
+    if guide.data != ckpt.data:
+        raise UserError(f"--guide {path}: trained on other images ({guide.data}) than {ckpt.path} ({ckpt.data})")
     differ = [k for k, v in vars(ckpt.config.diffusion).items()
               if k != "min_snr_gamma" and getattr(guide.config.diffusion, k) != v]  # the loss weight may differ
     if differ:
         raise UserError(f"--guide {path}: its diffusion differs from {ckpt.path}'s in {', '.join(differ)}")
     return net
-
-
-def _network(ckpt: Checkpoint, prefix: str, device: str) -> nn.Module:
-    data = ckpt.meta.get("data")
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), int) and data[k] >= 1
-                                             for k in ("channels", "image_size")):
-        raise UserError(f"{ckpt.path}: checkpoint does not record a valid image shape ('data' entry: {data!r})")
-    net = build_model(ckpt.config.model, int(data["channels"]), int(data["image_size"]))
-    try:
-        net.load_state_dict(ckpt.state_dict(prefix))
-    except RuntimeError as e:
-        first_line = str(e).splitlines()[0]
-        raise UserError(f"{ckpt.path}: weights do not fit the model its config describes ({first_line})") from None
-    return net.to(device).eval().requires_grad_(False)
-
-
-def add_guidance_options(parser) -> None:
-    """``--guidance`` and ``--guide``, shared by `sample` and `evaluate`."""
-    parser.add_argument("--guidance", type=float, default=None, metavar="W",
-                        help="autoguidance weight (default: the config's sample.guidance; 1 = off)")
-    parser.add_argument("--guide", default=None, metavar="CHECKPOINT",
-                        help="the guide network: a weaker checkpoint of the same data and diffusion (default: the "
-                             "one the checkpoint carries when trained with sample.guide_step or guide_at)")
 
 
 def with_guidance(cfg: Config, weight: float | None) -> Config:
@@ -136,13 +111,15 @@ def generate(net: nn.Module, cfg: Config, n: int, *, seed: int, channels: int, i
         guide.eval()
     draw = _drawer(objective, net, guide if sc.guidance != 1 else None, cfg, spec, steps, options, fast)
     out = []
-    starts = range(start, start + n, batch_size)
-    for b in tqdm(starts, desc="batches", leave=False, disable=not progress or len(starts) == 1):
-        count = min(batch_size, start + n - b)
-        gens = image_generators(image_seeds(seed, b, count))
-        x_T = randn((count, channels, image_size, image_size), gens, device)
-        x0 = draw(x_T, gens, callback, progress)
-        out.append((to_pixels(x0) if output == "uint8" else x0.float().clamp(-1, 1)).cpu())
+    with tqdm(total=n, desc="sampling", unit="img", leave=False, disable=not progress or n <= batch_size,
+              dynamic_ncols=True) as bar:
+        for b in range(start, start + n, batch_size):
+            count = min(batch_size, start + n - b)
+            gens = image_generators(image_seeds(seed, b, count))
+            x_T = randn((count, channels, image_size, image_size), gens, device)
+            x0 = draw(x_T, gens, callback, progress)
+            out.append((to_pixels(x0) if output == "uint8" else x0.float().clamp(-1, 1)).cpu())
+            bar.update(count)
     net.train(was_training)
     dtype = torch.uint8 if output == "uint8" else torch.float32
     return torch.cat(out) if out else torch.empty((0, channels, image_size, image_size), dtype=dtype)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from minidiffusion.config import Config
-from minidiffusion.train import train
+from minidiffusion.training import train
 from tests.helpers import make_folder, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -31,7 +31,7 @@ import torch
 import minidiffusion.checkpoint  # noqa: F401  (everything a command imports, imported once here)
 import minidiffusion.cli
 import minidiffusion.sampling  # noqa: F401
-import minidiffusion.train  # noqa: F401
+import minidiffusion.training  # noqa: F401
 
 minidiffusion.cli.build_parser()  # imports the self-registering subcommands (visualize, evaluate, interop) too
 # The first optimizer imports torch._dynamo and sympy (~3 s): pay that here once, not in every child.

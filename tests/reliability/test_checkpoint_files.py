@@ -9,7 +9,7 @@ import minidiffusion
 from minidiffusion.checkpoint import load_checkpoint
 from minidiffusion.cli import main
 from minidiffusion.errors import UserError
-from minidiffusion.train import train
+from minidiffusion.training import train
 from tests.helpers import make_folder, tiny_config
 
 

@@ -15,7 +15,7 @@ import minidiffusion.checkpoint as checkpoint_module
 from minidiffusion.checkpoint import latest_checkpoint, load_checkpoint
 from minidiffusion.cli import main
 from minidiffusion.errors import UserError
-from minidiffusion.train import train
+from minidiffusion.training import train
 from tests.helpers import tiny_config
 
 from .conftest import write_config

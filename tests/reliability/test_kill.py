@@ -19,7 +19,7 @@ import torch
 
 from minidiffusion.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from minidiffusion.errors import UserError
-from minidiffusion.train import train
+from minidiffusion.training import train
 from tests.helpers import tiny_config
 
 from .conftest import write_config

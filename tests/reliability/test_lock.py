@@ -12,7 +12,7 @@ import pytest
 from minidiffusion.checkpoint import list_checkpoints
 from minidiffusion.errors import UserError
 from minidiffusion.rundir import RunLock
-from minidiffusion.train import train
+from minidiffusion.training import train
 from tests.helpers import make_folder, tiny_config
 
 

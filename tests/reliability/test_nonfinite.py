@@ -16,7 +16,7 @@ import torch
 import minidiffusion.diffusion.objectives as objectives_module
 from minidiffusion.checkpoint import load_checkpoint
 from minidiffusion.errors import UserError
-from minidiffusion.train import train
+from minidiffusion.training import train
 from tests.helpers import tiny_config
 
 

@@ -11,26 +11,30 @@ Every dataset yields uint8 (C, H, W) images with H = W; the trainer converts the
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from ..config import DataConfig
 from ..errors import UserError
 from .cifar import load_cifar10
 from .download import cache_dir
 from .folder import FolderImages, scan
 from .idx import load_idx
+from .registry import DATASETS
 
-__all__ = ["ImageDataset", "load_dataset", "default_root"]
+if TYPE_CHECKING:  # config reads the registry below, so the data package must not import config when loaded
+    from ..config import DataConfig
 
-# image channels of the datasets with fixed files (their native sides: 28, 28, 32)
-CHANNELS = {"mnist": 1, "fashion-mnist": 1, "cifar10": 3}
-# A mirrored photo is still a plausible photo; a mirrored digit is not a digit (a flipped 7 is not a 7).
-# Fashion-MNIST is treated like its MNIST sibling, so that results on the two stay comparable.
-FLIP_BY_DEFAULT = {"mnist": False, "fashion-mnist": False, "cifar10": True, "folder": True}
+__all__ = ["DATASETS", "ImageDataset", "load_dataset", "default_root", "image_shape"]
+
+# the loaders of the datasets with fixed files: (root, split) -> (uint8 images (N, C, H, W), int64 labels)
+LOADERS = {"mnist": lambda root, split: load_idx("mnist", root, split),
+           "fashion-mnist": lambda root, split: load_idx("fashion-mnist", root, split),
+           "cifar10": load_cifar10}
 # data.in_memory = auto keeps a folder's decoded images in memory up to this many bytes
 IN_MEMORY_MAX_BYTES = 2 * 1024**3
 
@@ -84,6 +88,18 @@ class ImageDataset(torch.utils.data.Dataset):
             return []
         return list(dict.fromkeys(path.read_text(encoding="utf-8").splitlines()))
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the images (in memory) or of the file list with sizes and times (a folder read on demand)."""
+        h = hashlib.sha256()
+        if self.tensor is not None:
+            h.update(str(tuple(self.tensor.shape)).encode())
+            h.update(self.tensor.contiguous().numpy().tobytes())
+        else:
+            for path in self._files.paths:
+                st = path.stat()
+                h.update(f"{path.relative_to(self._files.root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.tensor[i] if self.tensor is not None else self._files[i]  # (C, H, W)
 
@@ -101,8 +117,8 @@ def default_root(name: str) -> Path:
     if name == "folder":
         raise UserError("data.name=folder has no default location: set data.root to a folder of images "
                         "(--set data.root=DIR)")
-    if name not in CHANNELS:
-        raise UserError(f"unknown dataset '{name}' (valid: {', '.join(FLIP_BY_DEFAULT)})")
+    if name not in LOADERS:
+        raise UserError(f"unknown dataset '{name}' (valid: {', '.join(DATASETS)})")
     if name == "mnist":
         bundled = Path(__file__).resolve().parents[3] / "data" / "mnist"  # src/minidiffusion/data/ -> repository
         if bundled.is_dir():
@@ -110,25 +126,32 @@ def default_root(name: str) -> Path:
     return cache_dir() / name
 
 
+def image_shape(cfg: DataConfig) -> tuple[int, int]:
+    """(channels, image size) that ``cfg`` will produce, from the table alone (no file is read)."""
+    d = DATASETS[cfg.name]
+    if not d.size:  # a folder: its settings say
+        if not cfg.image_size:
+            raise UserError("data.name=folder needs data.image_size (e.g. --set data.image_size=64): the images are "
+                            "scaled and center-cropped to that square size")
+        return cfg.channels or 3, cfg.image_size
+    if cfg.channels and cfg.channels != d.channels:
+        raise UserError(f"data.channels={cfg.channels} does not apply to {cfg.name}, which has {d.channels}; "
+                        f"data.channels is for data.name=folder (leave it at 0)")
+    return d.channels, cfg.image_size or d.size
+
+
 def load_dataset(cfg: DataConfig, split: str = "train") -> ImageDataset:
     """The dataset ``cfg`` describes, ``split`` = "train" or "test" (a folder has only "train")."""
     if split not in ("train", "test"):
         raise UserError(f"unknown split '{split}' (valid: train, test)")
-    flip = FLIP_BY_DEFAULT.get(cfg.name, False) if cfg.flip == "auto" else cfg.flip == "yes"
+    if cfg.name not in DATASETS:
+        raise UserError(f"unknown dataset '{cfg.name}' (valid: {', '.join(DATASETS)})")
+    flip = DATASETS[cfg.name].flip if cfg.flip == "auto" else cfg.flip == "yes"
     if cfg.name == "folder":
         return _load_folder(cfg, split, flip)
-
+    image_shape(cfg)  # data.channels is refused before the files are read
     root = Path(cfg.root).expanduser() if cfg.root else default_root(cfg.name)
-    if cfg.name in ("mnist", "fashion-mnist"):
-        images, labels = load_idx(cfg.name, root, split)
-    elif cfg.name == "cifar10":
-        images, labels = load_cifar10(root, split)
-    else:
-        raise UserError(f"unknown dataset '{cfg.name}' (valid: {', '.join(FLIP_BY_DEFAULT)})")
-
-    if cfg.channels and cfg.channels != CHANNELS[cfg.name]:
-        raise UserError(f"data.channels={cfg.channels} does not apply to {cfg.name}, which has {CHANNELS[cfg.name]}; "
-                        f"data.channels is for data.name=folder (leave it at 0)")
+    images, labels = LOADERS[cfg.name](root, split)
     if cfg.image_size and cfg.image_size != images.shape[-1]:
         images = resize(images, cfg.image_size)
     return ImageDataset(cfg.name, images, labels=labels, flip=flip)
@@ -139,9 +162,7 @@ def _load_folder(cfg: DataConfig, split: str, flip: bool) -> ImageDataset:
         raise UserError(f"data.name=folder has only a train split (asked for '{split}')")
     if not cfg.root:
         default_root("folder")  # raises the "set data.root" error
-    if cfg.image_size == 0:
-        raise UserError("data.name=folder needs data.image_size (e.g. --set data.image_size=64): the images are "
-                        "scaled and center-cropped to that square size")
+    image_shape(cfg)  # data.image_size is required
     root = Path(cfg.root).expanduser()
     files = FolderImages(root, scan(root), cfg.image_size, cfg.channels or 3)
     decoded_bytes = len(files) * files.channels * files.image_size**2

@@ -1,0 +1,114 @@
+"""``minidiffusion sample``: draw images from a checkpoint, as a grid, an .npz, PNG files, a video or snapshots."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import UserError
+from .common import add_sampling_options, add_set, sections
+
+EXAMPLES = ("example: minidiffusion sample --checkpoint runs/quick --num-images 64 --out grid.png\n"
+            "         minidiffusion sample --checkpoint runs/quick --num-images 16 --video denoise.gif --out grid.png")
+
+
+def register(subparsers, formatter_class) -> None:
+    p = subparsers.add_parser("sample", help="draw images from a checkpoint", formatter_class=formatter_class,
+                              epilog=EXAMPLES)
+    p.add_argument("--checkpoint", required=True, help="run directory (newest checkpoint) or checkpoint file")
+    p.add_argument("--num-images", "--n", dest="n", type=int, default=None,
+                   help="number of images (default: the config's sample.n)")
+    add_sampling_options(p, seed_help="image k of seed s is the same whatever --n/--batch-size")
+    p.add_argument("--out", default="samples.png", help="FILE.png (grid), FILE.npz (uint8 NHWC 'images') or DIR/")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    add_set(p, "sample.KEY=VALUE", "sampler options, e.g. --set sample.eta=1.0 --set sample.variance=small")
+    p.add_argument("--video", default=None, help="also write the denoising video (FILE.gif or FILE.mp4)")
+    p.add_argument("--fps", type=int, default=8, help="video frames per second")
+    p.add_argument("--every", type=int, default=1, help="video: keep every K-th step")
+    p.add_argument("--with-x0", action="store_true", help="video: show the x0 estimate beside x_t")
+    p.add_argument("--snapshots", default=None, metavar="T,T,...",
+                   help="write the grid at these noise levels side by side to --out: timesteps for ddpm (e.g. "
+                        "999,749,499,0), t in [0, 1] for flow (1,0.75,0.5,0), σ for edm (80,5,0.5,0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import distributed
+    from ..devices import resolve_device
+    from ..images import make_grid, save_grid, save_npz, save_png
+    from ..sampling import generate_sharded, guide_for, load_model, with_guidance
+
+
+    out = _sample_out(Path(args.out), args.snapshots)  # a typo fails now, not after minutes of sampling
+    device = resolve_device(args.device, "--device")
+    world = distributed.init(device)  # under torchrun, each rank draws a contiguous share of the images
+    device = distributed.local_device(device, world)
+    net, ckpt = distributed.agreed(lambda: load_model(args.checkpoint, ema=not args.no_ema, device=device), world)
+    cfg = ckpt.config
+    if args.set:
+        cfg = cfg.replace(**sections(args.set, allowed=("sample",)))
+    if args.n is None:
+        args.n = cfg.sample.n
+    elif args.n < 1:
+        raise UserError(f"--num-images {args.n}: draw at least one image")
+    cfg = with_guidance(cfg, args.guidance)
+    guide = distributed.agreed(lambda: guide_for(cfg, ckpt, args.guide, device), world)
+    channels, size, _ = ckpt.image_shape
+    recorder = None
+    if args.video or args.snapshots:
+        from ..diffusion.objectives import level_label, make_objective
+        from ..visualize import DenoisingRecorder, check_video_path, parse_levels
+
+        if world.distributed:
+            raise distributed.EveryRankError("--video/--snapshots record one batch in one process: run them "
+                                             "without torchrun", quiet=not world.is_main)
+        if args.n > (args.batch_size or cfg.sample.batch_size):
+            raise UserError("--video/--snapshots record one batch: use --n <= --batch-size")
+        if args.video:
+            check_video_path(args.video)  # a bad extension or a missing extra fails before sampling, not after
+        objective = make_objective(cfg.diffusion)
+        if args.snapshots:
+            wanted = parse_levels(args.snapshots, objective)
+        recorder = DenoisingRecorder(every=args.every, with_x0=args.with_x0,
+                                     label=lambda level: level_label(objective.name, level))
+    images = generate_sharded(net, cfg, args.n, seed=args.seed, channels=channels, image_size=size, device=device,
+                              world=world, sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
+                              callback=recorder, progress=not args.no_progress, guide=guide,
+                              channels_last=cfg.train.channels_last)
+    if not world.is_main:
+        return 0  # rank 0 holds all the images and writes them
+    if args.snapshots:
+        from ..visualize import snapshot_strip
+
+        save_png(snapshot_strip(recorder, images, wanted, log_levels=cfg.diffusion.objective == "edm"), out)
+        print(f"wrote {out}")
+    elif out.suffix.lower() == ".npz":
+        save_npz(images, out)  # (N, H, W, C) uint8
+        print(f"wrote {out} ({len(images)} images)")
+    elif out.suffix.lower() == ".png":
+        save_grid(images, out)
+        print(f"wrote {out}")
+    else:
+        for k, image in enumerate(images):
+            save_png(make_grid(image[None], padding=0), out / f"{k:06d}.png")
+        print(f"wrote {len(images)} images to {out}/")
+    if args.video:
+        recorder.write_video(args.video, images, fps=args.fps)
+        print(f"wrote {args.video}")
+    return 0
+
+
+def _sample_out(out: Path, snapshots: str | None) -> Path:
+    """``sample --out`` checked before any work: a known kind of file, in a directory that can be written."""
+    kind = out.suffix.lower()
+    if snapshots and kind != ".png":
+        raise UserError(f"--out {out}: --snapshots writes one picture: use FILE.png")
+    if kind not in (".png", ".npz", ""):
+        raise UserError(f"--out {out}: use FILE.png (a grid), FILE.npz, or a directory")
+    where = out if kind == "" else out.parent
+    existing = next((p for p in (where, *where.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot write there ({existing} is not a writable directory)")
+    return out

@@ -1,0 +1,51 @@
+"""``minidiffusion train``: train a model (or, with --dry-run, show what would be trained)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_config_args
+
+EXAMPLES = ("example: minidiffusion train --config quick --out runs/quick\n"
+            "         minidiffusion train --config configs/cifar10.toml --set train.batch_size=64 --dry-run")
+
+
+def register(subparsers, formatter_class) -> None:
+    p = subparsers.add_parser("train", help="train a model", formatter_class=formatter_class, epilog=EXAMPLES,
+                              description="Train a diffusion model; writes config.toml, metrics.jsonl, samples/ and "
+                                          "checkpoints/ to --out.")
+    add_config_args(p)
+    p.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest complete checkpoint in --out, with the run's own config.toml "
+                        "unless --config is given")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="--resume: train on with a config that differs from the run's in more than length, "
+                        "logging and sampling keys (the old config is kept as config.step_N.toml)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter count, then exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+
+    own = Path(args.out) / "config.toml" if args.out and args.resume else None
+    if args.config is None:  # --resume continues the run's own config; otherwise the quick preset
+        args.config = own if own is not None and own.is_file() else "quick"
+    cfg = load_config(args.config, args.set, saved=own is not None and args.config == own)
+    if args.dry_run:
+        from ..data import image_shape
+        from ..models.unet import build_model, count_parameters
+
+        channels, size = image_shape(cfg.data)
+        print(cfg.to_toml())
+        print(f"image shape: {channels}x{size}x{size}")
+        print(f"parameters: {count_parameters(build_model(cfg.model, channels, size)):,}")
+        return 0
+    from ..api import train
+
+    train(cfg, args.out or Path("runs") / Path(str(args.config)).stem, resume=args.resume,
+          progress=not args.no_progress, allow_changes=args.allow_changes)
+    return 0

@@ -1,0 +1,590 @@
+"""Training: ``train(config, out_dir)`` — one loop, read top to bottom; ``TrainStep`` is one step of it.
+
+Reproducibility by construction: every random draw of step s (batch order, flips, timesteps, noise,
+dropout) comes from generators seeded with (seed, s), never from state carried between steps. Resuming
+from the checkpoint of step s therefore continues exactly as the uninterrupted run would have, and under
+torchrun each rank takes its slice of the same global draws, so N ranks × batch b equal 1 rank × batch N·b.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import distributed
+from .checkpoint import (
+    Checkpoint,
+    data_record,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    pack,
+    save_checkpoint,
+)
+from .config import Config, config_changes
+from .data import ImageDataset, load_dataset
+from .devices import AUTOCAST, resolve_device
+from .diffusion.objectives import make_objective
+from .errors import UserError
+from .images import make_grid, save_grid, to_model_range
+from .logging_backends import MetricsLogger, require_backends
+from .models.unet import build_model, count_parameters
+from .rundir import RunLock, atomic_write_bytes
+from .sampling import generate_sharded, unguided_until
+
+log = logging.getLogger("minidiffusion")
+SKIP_LIST = "skipped_files.txt"  # in the run directory: every image file the data loading skipped, one per line
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from a tuple of integers (seed, step, purpose...), well spread (splitmix64)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class BatchOrder:
+    """Which dataset items form the global batch of step s: epoch e is randperm(n) seeded by (seed, e)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._cache:
+            self._cache = {e: p for e, p in self._cache.items() if e >= epoch - 1}
+            g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+            self._cache[epoch] = torch.randperm(self.n, generator=g)
+        return self._cache[epoch]
+
+    def indices(self, step: int) -> torch.Tensor:
+        start = step * self.batch_size
+        parts, taken = [], 0
+        while taken < self.batch_size:  # a batch may run over the end of an epoch into the next
+            epoch, offset = divmod(start + taken, self.n)
+            part = self._perm(epoch)[offset:offset + self.batch_size - taken]
+            parts.append(part)
+            taken += len(part)
+        return torch.cat(parts)
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """For streamed datasets: yields this rank's item indices for steps start .. end-1."""
+
+    def __init__(self, order: BatchOrder, start: int, end: int, rank_slice: slice):
+        self.order, self.start, self.end, self.rank_slice = order, start, end, rank_slice
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.end):
+            yield self.order.indices(step)[self.rank_slice].tolist()
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+def lr_at(cfg: Config, step: int, total: int) -> float:
+    """Linear warmup to train.lr, then constant or cosine to 0."""
+    tc = cfg.train
+    if tc.warmup_steps and step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    if tc.lr_decay == "cosine":
+        progress = (step - tc.warmup_steps) / max(1, total - tc.warmup_steps)
+        return tc.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return tc.lr
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+    """EMA of the weights, in place; the effective decay warms up as min(decay, (1+s)/(10+s))."""
+    d = min(decay, (1 + step) / (10 + step))
+    ema_params = [p for p in ema.parameters()]
+    torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - d)
+
+
+@dataclass
+class RunState:
+    """What a checkpoint restores."""
+    step: int = 0
+    nonfinite_in_a_row: int = 0
+    last_checkpoint: str = "none yet"
+
+
+def _check_shapes(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    mine = model.state_dict()
+    problems = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in mine.items()
+                if k in state and state[k].shape != v.shape]
+    missing = [k for k in mine if k not in state]
+    extra = [k for k in state if k not in mine]
+    if problems or missing or extra:
+        detail = "; ".join(problems[:3] + [f"missing {k}" for k in missing[:3]]
+                           + [f"unexpected {k}" for k in extra[:3]])
+        raise UserError(f"{where}: the checkpoint's model does not match this config's model ({detail})")
+
+
+class TrainStep:
+    """One optimizer step: the objective's loss under autocast, backward, gradient clipping, AdamW, EMA. A step whose
+    loss (summed over the ranks of ``world``) or gradient is not finite is skipped on every rank alike.
+
+    ``model`` is trained in place; ``net`` is what the forward pass calls (``model`` wrapped by DDP or
+    ``torch.compile``; default ``model``). ``loss`` replaces the objective's (``(net, x0, t, noise) -> (b,)``).
+    ``check_finite=False`` drops the finiteness check (two host reads of device values per step): the benchmarks
+    time the step without it.
+    """
+
+    def __init__(self, model: nn.Module, cfg: Config, device: str, *, net: nn.Module | None = None,
+                 world: distributed.World | None = None, loss=None, check_finite: bool = True):
+        self.model, self.net, self.world = model, net or model, world or distributed.World()
+        self.ema = copy.deepcopy(model).eval().requires_grad_(False)
+        self.objective = make_objective(cfg.diffusion)
+        self.loss_fn = loss or self.objective.loss
+        self.check_finite = check_finite
+        self.grad_clip, self.ema_decay = cfg.train.grad_clip or math.inf, cfg.train.ema_decay
+        fused = device.startswith("cuda")
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                           fused=fused or None)
+        self.device_type = "cuda" if fused else "cpu"
+        self.amp = AUTOCAST[cfg.train.precision]
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=cfg.train.precision == "fp16")
+
+    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The per-example loss (b,) under the run's autocast."""
+        with torch.autocast(self.device_type, dtype=self.amp, enabled=self.amp is not None):
+            return self.loss_fn(self.net, x0, t, noise)
+
+    def __call__(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, step: int,
+                 lr: float | None = None) -> tuple[torch.Tensor, bool]:
+        """Step ``step`` at learning rate ``lr`` (None: unchanged) -> (per-example losses, whether it was taken)."""
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        losses = self.loss(x0, t, noise)
+        loss = losses.mean()
+        self.scaler.scale(loss).backward()  # under DDP, returns once the gradients are averaged over the ranks
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        # Skipping is decided on the loss summed over the ranks, so that all skip together: a rank that stepped
+        # its optimizer or EMA alone would leave the others' weights behind for good.
+        finite = not self.check_finite or (bool(torch.isfinite(distributed.all_sum(loss.detach(), self.world)))
+                                           and (bool(torch.isfinite(grad_norm)) or self.scaler.is_enabled()))
+        if finite:
+            self.scaler.step(self.optimizer)  # with fp16, skips the step itself when the scaled grads overflowed
+            self.scaler.update()
+            ema_update(self.ema, self.model, self.ema_decay, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        return losses.detach(), finite
+
+
+def draw_batch(cfg: Config, objective, pixels: torch.Tensor, step: int, rank_slice: slice, flip: bool,
+               memory_format: torch.memory_format = torch.contiguous_format):
+    """(x0, noise levels, noise) of step ``step`` for this rank's slice ``pixels`` of the global batch: every draw
+    from one generator seeded by (train.seed, step), taken for the whole global batch and then sliced."""
+    g = torch.Generator(pixels.device).manual_seed(mix_seed(cfg.train.seed, step, 1))
+    shape = (cfg.train.batch_size, *pixels.shape[1:])
+    t = objective.draw(shape[0], g, pixels.device)[rank_slice]  # timesteps (ddpm), σ (edm), t (flow)
+    noise = torch.randn(shape, generator=g, device=pixels.device)[rank_slice]
+    x0 = to_model_range(pixels)
+    if flip:
+        flips = (torch.rand(shape[0], generator=g, device=pixels.device) < 0.5)[rank_slice]
+        x0 = torch.where(flips[:, None, None, None], x0.flip(3), x0)
+    return x0.contiguous(memory_format=memory_format), t, noise.contiguous(memory_format=memory_format)
+
+
+def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
+          allow_changes: bool = False, evaluator=None) -> Path:
+    """Train the model ``cfg`` describes, writing config, metrics, sample grids and checkpoints to ``out_dir``.
+
+    Returns the path of the final checkpoint's JSON. With ``resume``, continues from the newest complete
+    checkpoint in ``out_dir`` (starting fresh, and saying so, when there is none). A resumed ``cfg`` may differ from
+    the checkpoint's in how long, how often and where (``config.RESUMABLE_CHANGES``); other differences (learning
+    rate, batch, seed, diffusion, data, model) are refused, key by key, unless ``allow_changes``. Whenever config.toml
+    changes, the old one is kept as config.step_N.toml.
+
+    ``evaluator(cfg, data, device)`` makes the in-training evaluation (``train.eval_every``), a callable
+    ``(ema, step, guide) -> dict`` of metrics; ``minidiffusion.train`` passes ``evaluate.TrainingEvaluator``.
+    """
+    out = Path(out_dir)
+    if cfg.train.eval_every and evaluator is None:
+        raise UserError("train.eval_every needs an evaluator: call minidiffusion.train (which brings the digit "
+                        "classifier's), or set train.eval_every=0")
+    device = resolve_device(cfg.train.device)
+    world = distributed.World.from_env()
+    if cfg.train.batch_size % world.size:  # checked before joining the group: every rank stops at once, alike
+        raise distributed.EveryRankError(
+            f"train.batch_size={cfg.train.batch_size} is not divisible by the world size {world.size} (it is the "
+            f"global batch: each rank takes batch_size / world size)", quiet=not world.is_main)
+    world = distributed.init(device)
+    device = distributed.local_device(device, world)
+    locks: list[RunLock] = []  # rank 0 holds the run directory for the whole run; a second training is refused
+    distributed.on_main(lambda: locks.append(RunLock.acquire(out)), world)
+    try:
+        return _train(cfg, out, world, device, resume, progress, allow_changes, evaluator)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume: bool, progress: bool,
+           allow_changes: bool, evaluator) -> Path:
+    require_backends(cfg.train.log)  # a missing TensorBoard fails now, not after hours of training
+    data = distributed.main_first(lambda: load_dataset(cfg.data, "train"), world)  # one download per disk
+    total = cfg.total_steps(len(data))
+    # rank 0 scores EMA samples every eval_every steps (classifier FID against the test split, statistics cached)
+    evaluator = evaluator(cfg, data, device) if cfg.train.eval_every and world.is_main else None
+    torch.manual_seed(cfg.train.seed)  # initial weights
+    model = build_model(cfg.model, data.channels, data.image_size).to(device)
+    step_fn = TrainStep(model, cfg, device, world=world)
+    state, guide_step = RunState(), guide_step_of(cfg, total)
+    guide = _resume(cfg, out, world, step_fn, state, guide_step, allow_changes) if resume else None
+    if not resume:
+        distributed.on_main(lambda: _refuse_to_overwrite(out), world)
+    if _nothing_to_train(state, total, resume, world):
+        return Path(state.last_checkpoint)
+    distributed.on_main(lambda: _write_config(cfg, out, state.step), world)
+    data.keep_skip_list(out / SKIP_LIST, write=world.is_main)
+    memory_format = _wrap(step_fn, cfg, world, device)
+    rank_slice = slice(world.rank * (cfg.train.batch_size // world.size),
+                       (world.rank + 1) * (cfg.train.batch_size // world.size))
+    batches = _batches(data, BatchOrder(len(data), cfg.train.batch_size, cfg.train.seed), state.step, total,
+                       rank_slice, device, cfg)
+    flip = data.flip and cfg.data.flip != "no"
+    _log_start(cfg, data, model, device, world, state.step, total)
+
+    logger = MetricsLogger(out, cfg.train.log if world.is_main else (),  # metrics.jsonl, tb/: rank 0 only
+                           resumed_at=state.step if resume else None)
+    bar = tqdm(total=total, initial=state.step, disable=not (progress and world.is_main), dynamic_ncols=True)
+    window, clock = _Window(device), _Clock(cfg, world)
+    model.train()
+    while state.step < total:
+        step = state.step
+        x0, t, noise = draw_batch(cfg, step_fn.objective, next(batches), step, rank_slice, flip, memory_format)
+        torch.manual_seed(mix_seed(cfg.train.seed, step, 2, world.rank))  # dropout
+        lr = lr_at(cfg, step, total)
+        losses, taken = step_fn(x0, t, noise, step, lr)
+        if taken:
+            state.nonfinite_in_a_row = 0
+            window.add(losses, step_fn.objective.position(t))
+        else:
+            _skipped(step, state, cfg, world, logger)
+        state.step += 1
+        bar.update(1)
+        if guide is None and guide_step is not None and state.step <= guide_step and (
+                state.step == guide_step or clock.passed(cfg.sample.guide_at * cfg.train.time_limit, state.step)):
+            guide = copy.deepcopy(step_fn.ema)  # at its step, or at guide_at of train.time_limit if that comes first
+
+        out_of_time = clock.passed(cfg.train.time_limit, state.step)
+        last = state.step == total or out_of_time
+        if (state.step % cfg.train.log_every == 0 or last) and window.count:
+            _log_line(state.step, lr, window, clock, world, logger, bar)
+        if last or (cfg.train.sample_every and state.step % cfg.train.sample_every == 0):
+            _draw_grid(cfg, out, step_fn.ema, guide, data, device, world, logger, state.step, bar if last else None)
+            model.train()
+        if evaluator is not None and state.step % cfg.train.eval_every == 0:
+            logger.log({"step": state.step, **evaluator(step_fn.ema, state.step, guide)})
+            model.train()
+        if last or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
+            state.last_checkpoint = _save(cfg, out, step_fn, guide, data, state, world)
+        if out_of_time:
+            break
+    bar.close()
+    logger.close()
+    _log_end(cfg, out, state, total, out_of_time, world)
+    return Path(state.last_checkpoint)
+
+
+def _resume(cfg: Config, out: Path, world: distributed.World, step_fn: TrainStep, state: RunState,
+            guide_step: int | None, allow_changes: bool) -> nn.Module | None:
+    """Restore the newest complete checkpoint of ``out`` (rank 0 chooses, every rank follows); the guide it carries."""
+    latest = latest_checkpoint(out) if world.is_main and out.is_dir() else None
+    found = distributed.broadcast_object(None if latest is None else (str(latest.path), latest.step), world)
+    if found is None:
+        distributed.on_main(lambda: _refuse_to_start_over(out), world)
+        if world.is_main:
+            log.info("--resume: no checkpoint in %s yet, starting a fresh run", out)
+        return None
+    guide = distributed.agreed(lambda: restore(latest or _load_for_resume(found[0]), cfg, step_fn, state,
+                                               allow_changes), world)
+    if world.is_main:
+        log.info("resuming from %s (step %d)", *found)
+        if guide is None and guide_step is not None and guide_step <= state.step:
+            log.warning("the guide's step %d (sample.guide_at/guide_step) is behind the resumed step %d, so this run "
+                        "will carry no guide network", guide_step, state.step)
+    return guide
+
+
+def _nothing_to_train(state: RunState, total: int, resume: bool, world: distributed.World) -> bool:
+    if state.step > total:
+        raise distributed.EveryRankError(f"--resume: the checkpoint is at step {state.step}, past this config's "
+                                         f"{total} steps: set train.steps above {state.step} to train on",
+                                         quiet=not world.is_main)
+    if resume and state.step == total:
+        if world.is_main:
+            log.info("--resume: the run is already complete (step %d of %d): nothing to train; raise train.steps "
+                     "to go on", state.step, total)
+        return True
+    return False
+
+
+def _wrap(step_fn: TrainStep, cfg: Config, world: distributed.World, device: str) -> torch.memory_format:
+    """channels_last, DDP and torch.compile as the config asks; the memory format the batches must take."""
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    step_fn.model.to(memory_format=memory_format)
+    net: nn.Module = step_fn.model
+    if world.distributed:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[world.local_rank] if device.startswith("cuda")
+                                                  else None)
+    step_fn.net = torch.compile(net) if cfg.train.compile else net
+    return memory_format
+
+
+def _log_start(cfg: Config, data: ImageDataset, model: nn.Module, device: str, world: distributed.World,
+               start: int, total: int) -> None:
+    if world.is_main:
+        log.info("%s: %d images %dx%dx%d | parameters: %s | device %s x%d | %s | global batch %d (%d x %d ranks) "
+                 "| steps %d..%d", data.name, len(data), data.channels, data.image_size, data.image_size,
+                 f"{count_parameters(model):,}", device, world.size, cfg.train.precision, cfg.train.batch_size,
+                 cfg.train.batch_size // world.size, world.size, start, total)
+
+
+def _skipped(step: int, state: RunState, cfg: Config, world: distributed.World, logger: MetricsLogger) -> None:
+    """A non-finite step was skipped: say so, and stop after train.max_nonfinite in a row."""
+    state.nonfinite_in_a_row += 1
+    if world.is_main:
+        log.warning("step %d: non-finite loss or gradient, step skipped", step)
+        logger.log({"step": step, "skipped": "non-finite"})
+    if state.nonfinite_in_a_row >= cfg.train.max_nonfinite:
+        raise distributed.EveryRankError(
+            f"{state.nonfinite_in_a_row} non-finite steps in a row (last at step {step}); last good "
+            f"checkpoint: {state.last_checkpoint}", quiet=not world.is_main)
+
+
+def _log_line(step: int, lr: float, window: _Window, clock: _Clock, world: distributed.World,
+              logger: MetricsLogger, bar: tqdm) -> None:
+    summary = window.summary(world)  # every rank takes part: the line describes the global batch
+    if world.is_main:
+        record = {"step": step, **summary, "lr": lr,
+                  "img_per_s": window.images * world.size / max(clock.lap(), 1e-9)}
+        logger.log(record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
+    else:
+        clock.lap()
+    window.reset()
+
+
+def _draw_grid(cfg: Config, out: Path, ema: nn.Module, guide: nn.Module | None, data: ImageDataset, device: str,
+               world: distributed.World, logger: MetricsLogger, step: int, bar: tqdm | None) -> None:
+    """The grid of cfg.sample.n EMA samples, samples/step_N.png (and the logger's image); ``bar``: the final one."""
+    if bar is not None and world.is_main:  # the bar stands at 100%: say what the next minute is for
+        bar.close()
+        log.info("drawing the final grid: %d samples, %s %d steps", cfg.sample.n, cfg.sample.sampler, cfg.sample.steps)
+    grid = generate_sharded(ema, unguided_until(cfg, guide), cfg.sample.n, seed=cfg.train.seed,
+                            channels=data.channels, image_size=data.image_size, device=device, world=world,
+                            guide=guide)
+    if world.is_main:
+        save_grid(grid, out / "samples" / f"step_{step:08d}.png")
+        logger.image("samples", make_grid(grid), step)
+
+
+def _save(cfg: Config, out: Path, step_fn: TrainStep, guide: nn.Module | None, data: ImageDataset,
+          state: RunState, world: distributed.World) -> str:
+    """Checkpoint ``state.step`` (rank 0 writes; every rank returns once it is on disk): its JSON's path."""
+    tensors = pack({"model": step_fn.model, "ema": step_fn.ema, "guide": guide}, step_fn.optimizer)
+    # Only rank 0 writes, which is right only while every rank holds the same weights, EMA and optimizer
+    # state (DDP averages the gradients; everything after that is deterministic). Cheap to confirm.
+    if not distributed.ranks_agree(tensors.values(), world) and world.is_main:
+        log.warning("step %d: the ranks hold different weights; the checkpoint has rank 0's (a bug: please "
+                    "report it)", state.step)
+    write = functools.partial(save_checkpoint, out / "checkpoints", state.step, cfg, tensors,
+                              checkpoint_meta(data, state, step_fn), cfg.train.keep_checkpoints)
+    return str(distributed.on_main(write, world))
+
+
+def _log_end(cfg: Config, out: Path, state: RunState, total: int, out_of_time: bool,
+             world: distributed.World) -> None:
+    if world.is_main:
+        early = f" (train.time_limit={cfg.train.time_limit:g}s reached; the schedule had {total})" * out_of_time
+        log.info("done: %d steps%s, final checkpoint %s", state.step, early, state.last_checkpoint)
+        skipped = ImageDataset.skipped_in(out / SKIP_LIST)
+        if skipped:
+            log.warning("skipped %d unreadable or huge image file%s in all; the list: %s", len(skipped),
+                        "" if len(skipped) == 1 else "s", out / SKIP_LIST)
+
+
+def guide_step_of(cfg: Config, total: int) -> int | None:
+    """The step after which training keeps its EMA as the autoguidance guide: sample.guide_step, else
+    sample.guide_at x total steps; None without either."""
+    if cfg.sample.guide_step:
+        return min(cfg.sample.guide_step, total)
+    return max(1, round(cfg.sample.guide_at * total)) if cfg.sample.guide_at else None
+
+
+class _Clock:
+    """Training time: whether ``seconds`` (train.time_limit, the guide's share of it) have passed since the loop
+    began, and the time since the last log line. Under DDP rank 0's clock decides, at log steps only (one collective
+    there), so that every rank acts after the same step."""
+
+    def __init__(self, cfg: Config, world: distributed.World):
+        self.log_every, self.world = cfg.train.log_every, world
+        self.start = self.last = time.perf_counter()
+
+    def passed(self, seconds: float, step: int) -> bool:
+        if not seconds:
+            return False
+        if not self.world.distributed:
+            return time.perf_counter() - self.start >= seconds
+        if step % self.log_every:
+            return False
+        return bool(distributed.broadcast_object(time.perf_counter() - self.start >= seconds, self.world))
+
+    def lap(self) -> float:
+        """Seconds since the last lap (or the start)."""
+        now = time.perf_counter()
+        elapsed, self.last = now - self.last, now
+        return elapsed
+
+
+class _Window:
+    """Loss statistics since the last log line, kept on the device (no sync per step)."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(4, device=self.device, dtype=torch.float64)
+        self.counts = torch.zeros(4, device=self.device, dtype=torch.float64)
+        self.images = 0
+
+    @property
+    def count(self) -> int:
+        return self.images
+
+    def add(self, losses: torch.Tensor, position: torch.Tensor) -> None:
+        """``position``: each example's noise level between clean (0) and pure noise (1)."""
+        quartile = (position * 4).long().clamp(0, 3)
+        self.sums.index_add_(0, quartile, losses.double())
+        self.counts.index_add_(0, quartile, torch.ones_like(losses, dtype=torch.float64))
+        self.images += len(losses)
+
+    def summary(self, world: distributed.World | None = None) -> dict:
+        """Mean loss, overall and per timestep quartile; summed over the ranks of ``world`` (a collective)."""
+        world = world or distributed.World()
+        sums = distributed.all_sum(self.sums, world).tolist()
+        counts = distributed.all_sum(self.counts, world).tolist()
+        out = {"loss": sum(sums) / max(sum(counts), 1)}
+        for q in range(4):
+            out[f"loss_q{q}"] = sums[q] / counts[q] if counts[q] else None
+        return out
+
+
+def _batches(data: ImageDataset, order: BatchOrder, start: int, total: int, rank_slice: slice, device: str,
+             cfg: Config) -> Iterator[torch.Tensor]:
+    """This rank's uint8 batch for each step from ``start``: indexed on the device when the set is in memory."""
+    if data.tensor is not None:
+        images = data.tensor.to(device)
+        for step in range(start, total):
+            yield images[order.indices(step)[rank_slice].to(device)]
+        return
+    loader = torch.utils.data.DataLoader(data, batch_sampler=StepSampler(order, start, total, rank_slice),
+                                         num_workers=cfg.data.num_workers, pin_memory=device.startswith("cuda"),
+                                         persistent_workers=False)
+    for batch in loader:
+        yield batch.to(device, non_blocking=True)
+
+
+def _refuse_to_overwrite(out: Path) -> None:
+    ckpt_dir = out / "checkpoints"
+    if ckpt_dir.is_dir() and any(ckpt_dir.glob("ckpt_*.json")):
+        raise UserError(f"{out} already holds checkpoints: continue it with --resume (train(..., resume=True) in "
+                        "Python), or choose another --out")
+
+
+def _refuse_to_start_over(out: Path) -> None:
+    """--resume found checkpoint records but none loads: starting afresh would overwrite them, so stop and say why."""
+    if list_checkpoints(out / "checkpoints"):
+        try:
+            load_checkpoint(out)
+        except UserError as e:
+            raise UserError(f"--resume: {e}; move the checkpoints away to start afresh") from None
+
+
+def _write_config(cfg: Config, out: Path, step: int = 0) -> None:
+    """config.toml; a different one already there (a resumed run that changed keys) is kept as config.step_N.toml."""
+    path = out / "config.toml"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and path.read_text() != cfg.to_toml():
+            os.replace(path, out / f"config.step_{step:08d}.toml")
+        atomic_write_bytes(path, cfg.to_toml().encode())
+    except OSError as e:
+        raise UserError(f"cannot write to output directory {out}: {e.strerror or e}") from None
+
+
+def _load_for_resume(path: str) -> Checkpoint:
+    """The checkpoint rank 0 chose, read by another rank: it must see the same run directory."""
+    try:
+        return load_checkpoint(path)
+    except UserError as e:
+        raise UserError(f"{e} (every rank resumes from rank 0's newest checkpoint: all nodes need to see the run "
+                        f"directory, e.g. on a shared disk)") from None
+
+
+def checkpoint_meta(data: ImageDataset, state: RunState, step_fn: TrainStep) -> dict:
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in step_fn.optimizer.state_dict()["param_groups"]]
+    return {"data": data_record(data.name, data.channels, data.image_size),
+            "nonfinite_in_a_row": state.nonfinite_in_a_row, "optimizer_groups": groups,
+            "scaler": step_fn.scaler.state_dict() if step_fn.scaler.is_enabled() else None,
+            "rng": "all randomness of step s derives from (train.seed, s, rank); nothing else to restore"}
+
+
+def restore(ckpt: Checkpoint, cfg: Config, step_fn: TrainStep, state: RunState,
+            allow_changes: bool = False) -> nn.Module | None:
+    """Load weights, EMA, optimizer and counters from a checkpoint, checking the model shapes and the config first.
+    Returns the autoguidance guide network the checkpoint carries (a copy of the EMA with its weights), or None."""
+    model, ema, optimizer, scaler = step_fn.model, step_fn.ema, step_fn.optimizer, step_fn.scaler
+    for prefix, module in (("model", model), ("ema", ema)):
+        _check_shapes(module, ckpt.state_dict(prefix), str(ckpt.path))
+    has_guide = ckpt.has("guide")
+    if has_guide:
+        _check_shapes(ema, ckpt.state_dict("guide"), str(ckpt.path))
+    free, significant = config_changes(ckpt.config, cfg)
+    if significant and not allow_changes:
+        raise UserError(f"--resume: this config differs from the run's ({'; '.join(significant)}): resume without "
+                        f"--config to continue the run as it was, or add --allow-changes to train on with them")
+    if significant:
+        log.warning("--resume --allow-changes: training on with %s (the old config is kept beside config.toml)",
+                    "; ".join(significant))
+    if free:
+        log.info("--resume: %s", "; ".join(free))
+    for prefix, module in (("model", model), ("ema", ema)):
+        module.load_state_dict(ckpt.state_dict(prefix))
+    guide = None
+    if has_guide:
+        guide = copy.deepcopy(ema)
+        guide.load_state_dict(ckpt.state_dict("guide"))
+    opt_state = optimizer.state_dict()
+    opt_state["state"] = ckpt.optimizer_state()
+    groups = ckpt.meta.get("optimizer_groups")
+    if groups:
+        for group, saved in zip(opt_state["param_groups"], groups):
+            group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()
+                          if k in group and k not in ("params", "fused", "foreach")})
+    optimizer.load_state_dict(opt_state)
+    if scaler.is_enabled() and ckpt.meta.get("scaler"):
+        scaler.load_state_dict(ckpt.meta["scaler"])
+    state.step = ckpt.step
+    state.nonfinite_in_a_row = int(ckpt.meta.get("nonfinite_in_a_row", 0))
+    state.last_checkpoint = str(ckpt.path)
+    return guide
