@@ -36,27 +36,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from minidiffusion import data, training
 from minidiffusion.config import Config, load_config
 from minidiffusion.devices import AUTOCAST
 from minidiffusion.diffusion import diffusion_loss, make_schedule
 from minidiffusion.diffusion.process import FastEpsModel
 from minidiffusion.models.unet import build_model, count_parameters, group_norm
-from minidiffusion.training import ema_update
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results.jsonl"
-NATIVE_SHAPE = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}  # (channels, side)
 MATCH_TOLERANCE = 0.10  # anchors sized by search must be within ±10% of our parameter count
 
 
 # -- the preset -----------------------------------------------------------------------------------------------------
 
 def image_shape(cfg: Config) -> tuple[int, int]:
-    """(channels, side) of the preset's images, without loading the dataset (CIFAR-10 may not be on disk)."""
-    if cfg.data.name == "folder":
-        return cfg.data.channels or 3, cfg.data.image_size
-    channels, side = NATIVE_SHAPE[cfg.data.name]
-    return channels, cfg.data.image_size or side
+    """(channels, side) of the preset's images, from the dataset table (CIFAR-10 need not be on disk)."""
+    return data.image_shape(cfg.data)
 
 
 def load_preset(name: str, overrides: list[str] = ()) -> Config:
@@ -240,38 +236,28 @@ def random_batch(batch: int, channels: int, side: int, device: str, seed: int = 
             noise.to(device).contiguous(memory_format=fmt))
 
 
-class TrainStep:
-    """One optimizer step the way ``minidiffusion.train`` takes it, for any ε-network: autocast forward through
-    ``diffusion_loss``, backward, gradient clipping at 1, AdamW (fused on CUDA), EMA update. No host sync."""
+class TrainStep(training.TrainStep):
+    """The library's own optimizer step (``minidiffusion.training.TrainStep``: autocast forward through the loss,
+    backward, clipping, AdamW fused on CUDA, EMA) for a copy of any ε-network under a benchmark's settings, with the
+    ε-loss ``loss_fn(net, schedule, x0, t, noise, prediction, ...)`` and, unless ``check_finite``, no host sync."""
 
-    def __init__(self, net: nn.Module, cfg: Config, settings: Settings, loss_fn: Callable = diffusion_loss):
-        self.settings = settings
-        self.loss_fn = loss_fn
+    def __init__(self, net: nn.Module, cfg: Config, settings: Settings, loss_fn: Callable = diffusion_loss,
+                 check_finite: bool = False):
         fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
-        self.model = copy.deepcopy(net).to(settings.device, memory_format=fmt).train()
-        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.net = compile_module(self.model) if settings.compile else self.model
-        cuda = settings.device.startswith("cuda")
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=cuda or None)
-        self.schedule = make_schedule(cfg.diffusion)
-        self.prediction = cfg.diffusion.prediction
+        model = copy.deepcopy(net).to(settings.device, memory_format=fmt).train()
+        schedule, prediction = make_schedule(cfg.diffusion), cfg.diffusion.prediction
         gamma = getattr(cfg.diffusion, "min_snr_gamma", 0.0)  # the preset's loss weighting, where it has one
-        self.loss_options = {"min_snr_gamma": gamma} if gamma else {}
-        self.device_type = "cuda" if cuda else "cpu"
-        self.amp = AMP[settings.precision]
+        options = {"min_snr_gamma": gamma} if gamma else {}
+        super().__init__(model, cfg.replace(train={"precision": settings.precision}), settings.device,
+                         net=compile_module(model) if settings.compile else None, check_finite=check_finite,
+                         loss=lambda n, x0, t, noise: loss_fn(n, schedule, x0, t, noise, prediction, **options))
         self.step = 0
 
-    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device_type, dtype=self.amp, enabled=self.amp is not None):
-            return self.loss_fn(self.net, self.schedule, x0, t, noise, self.prediction, **self.loss_options).mean()
-
-    def __call__(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> None:
-        self.loss(x0, t, noise).backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        ema_update(self.ema, self.model, 0.999, self.step)
+    def __call__(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, step: int | None = None,
+                 lr: float | None = None) -> tuple[torch.Tensor, bool]:
+        result = super().__call__(x0, t, noise, self.step if step is None else step, lr)
         self.step += 1
+        return result
 
 
 def sampling_model(net: nn.Module, settings: Settings) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -132,16 +132,16 @@ def _img_per_s(run: Path) -> float:
 def train_diffusers(steps: int, seed: int, out: Path, extra: list[str]):
     """diffusers' UNet2DModel at the quick network's size, trained on DDPMScheduler's noising with the plain ε-MSE of
     diffusers' training example, by the loop's own parts: the same batch order, timesteps and noise draws per step
-    as our ddpm recipe (``mix_seed``), the same learning-rate schedule, clipping, AdamW and EMA (``common.TrainStep``).
+    as our ddpm recipe (``training.draw_batch``), the same learning-rate schedule, and the library's own step (clipping,
+    AdamW, EMA: ``common.TrainStep``).
     Returns (the EMA network, ``net(x_t, t) -> ε``; img/s; parameters)."""
     from common import Settings, TrainStep, build_models
 
     from minidiffusion.data import load_dataset
-    from minidiffusion.images import to_model_range
-    from minidiffusion.training import BatchOrder, lr_at, mix_seed
+    from minidiffusion.training import BatchOrder, draw_batch, lr_at
 
-    cfg = load_config("quick", COMMON + [f"train.steps={steps}", f"train.seed={seed}", "diffusion.min_snr_gamma=0"]
-                      + extra)
+    cfg = load_config("quick", DDPM + COMMON + [f"train.steps={steps}", f"train.seed={seed}",
+                                                "diffusion.min_snr_gamma=0"] + extra)  # plain ε-MSE, uniform t
     models, _ = build_models(cfg, ["diffusers"])
     anchor = next(m for m in models if m.label == "diffusers")
     torch.manual_seed(seed)
@@ -149,14 +149,9 @@ def train_diffusers(steps: int, seed: int, out: Path, extra: list[str]):
     data = load_dataset(cfg.data, "train")
     order = BatchOrder(len(data), cfg.train.batch_size, seed)
     started = time.perf_counter()
-    for s in range(steps):
-        x0 = to_model_range(data.tensor[order.indices(s)])
-        g = torch.Generator().manual_seed(mix_seed(seed, s, 1))
-        t = torch.randint(0, 1000, (len(x0),), generator=g)
-        noise = torch.randn(x0.shape, generator=g)
-        for group in step.optimizer.param_groups:
-            group["lr"] = lr_at(cfg, s, steps)
-        step(x0, t, noise)
+    for s in range(steps):  # the library's own draws of step s (uniform timesteps for the ddpm objective)
+        x0, t, noise = draw_batch(cfg, step.objective, data.tensor[order.indices(s)], s, slice(None), flip=False)
+        step(x0, t, noise, s, lr_at(cfg, s, steps))
     img_s = steps * cfg.train.batch_size / (time.perf_counter() - started)
     return step.ema, img_s, anchor.params
 

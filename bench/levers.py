@@ -76,22 +76,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     def row(label: str, settings: common.Settings, loss_fn=common.diffusion_loss, before=None, after=None,
             sync: bool = False) -> common.Contender:
-        step = common.TrainStep(ours.net, cfg, settings, loss_fn=loss_fn)
+        # sync: the step as training takes it, with its finiteness check (two host reads of device values)
+        step = common.TrainStep(ours.net, cfg, settings, loss_fn=loss_fn, check_finite=sync)
         x0, t, noise = common.random_batch(batch, channels, side, args.device, channels_last=settings.channels_last)
 
         def run():
             if before:
                 before()
-            if sync:  # what train.py does after clipping: two host reads of device values
-                loss = step.loss(x0, t, noise)
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(step.model.parameters(), 1.0)
-                if bool(torch.isfinite(loss)) and bool(torch.isfinite(norm)):
-                    step.optimizer.step()
-                step.optimizer.zero_grad(set_to_none=True)
-                common.ema_update(step.ema, step.model, 0.999, 0)
-            else:
-                step(x0, t, noise)
+            step(x0, t, noise)
             if after:
                 after()
         return common.Contender(common.Model(label, ours.net, ours.description), settings, run=run, images=batch)

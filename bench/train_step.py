@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     def flops(c: common.Contender) -> float:
         step = common.TrainStep(c.model.net, cfg, replace(c.settings, compile=False))
         x0, t, noise = common.random_batch(batch, channels, side, args.device)
-        return common.flops_per_image(lambda: step.loss(x0, t, noise).backward(), batch)
+        return common.flops_per_image(lambda: step.loss(x0, t, noise).mean().backward(), batch)
 
     name = f"train {args.preset}"
     return common.run(args, name, "img/s", contenders, models, notes, flops, common.AMP[ours.precision])

@@ -29,6 +29,32 @@ def test_run_directory_contents(folder, tmp_path):
                                                                            "image_size": 8}
 
 
+def test_train_step_called_alone_is_the_loop(folder, tmp_path):
+    """The loop is draw_batch + TrainStep at lr_at: the same calls made by hand give the run's weights bit for bit
+    (what lets the benchmarks time the library's own step)."""
+    from minidiffusion.data import load_dataset
+    from minidiffusion.models.unet import build_model
+    from minidiffusion.training import TrainStep, draw_batch
+
+    cfg = tiny_config(folder, model={"dropout": 0.0}, data={"flip": "yes"})
+    final = load_checkpoint(train(cfg, tmp_path / "run", progress=False))
+    data = load_dataset(cfg.data)
+    torch.manual_seed(cfg.train.seed)
+    step = TrainStep(build_model(cfg.model, data.channels, data.image_size), cfg, "cpu")
+    order, total = BatchOrder(len(data), cfg.train.batch_size, cfg.train.seed), cfg.train.steps
+    for s in range(total):
+        x0, t, noise = draw_batch(cfg, step.objective, data.tensor[order.indices(s)], s, slice(None), flip=True)
+        losses, taken = step(x0, t, noise, s, lr_at(cfg, s, total))
+        assert taken and losses.shape == (cfg.train.batch_size,)
+    for prefix, net in (("model", step.model), ("ema", step.ema)):
+        for k, v in net.state_dict().items():
+            assert torch.equal(final.state_dict(prefix)[k], v), (prefix, k)
+    # and the trainer's finiteness check: a NaN batch is skipped, weights and EMA untouched
+    before = {k: v.clone() for k, v in step.model.state_dict().items()}
+    _, taken = step(torch.full_like(x0, float("nan")), t, noise, total)
+    assert not taken and all(torch.equal(before[k], v) for k, v in step.model.state_dict().items())
+
+
 def test_resume_reproduces_the_uninterrupted_run(folder, tmp_path):
     cfg = tiny_config(folder, model={"dropout": 0.1})  # dropout too: its randomness is per step as well
     full, cut = full_and_resumed(cfg, tmp_path)

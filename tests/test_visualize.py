@@ -89,7 +89,7 @@ def test_forward_cli_errors(tmp_path, capsys):
     assert main(["visualize", "forward", "--timesteps", "0,1000", "--out", str(tmp_path / "x.png")]) == 2
     assert main(["visualize", "forward", "--set", "train.lr=1", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
-    assert "'nope' is not one of" in err and "timestep 1000 is out of range" in err and "only data, diffusion" in err
+    assert "invalid choice: 'nope'" in err and "timestep 1000 is out of range" in err and "only data, diffusion" in err
     assert not (tmp_path / "x.png").exists()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..data import DATASETS
 from ..diffusion import SAMPLERS, make_objective, make_schedule
 from ..diffusion.objectives import level_label
 from ..errors import UserError
@@ -118,7 +119,7 @@ def register(subparsers, formatter_class) -> None:
     figures = p.add_subparsers(dest="figure", required=True, metavar="{data,forward,curves}")
 
     def add_data_args(q: argparse.ArgumentParser, n: int, set_help: str) -> None:
-        q.add_argument("--dataset", default="mnist", help="mnist, fashion-mnist, cifar10 or folder")
+        q.add_argument("--dataset", default="mnist", choices=tuple(DATASETS), help="which images")
         q.add_argument("--n", type=int, default=n, help="number of images")
         q.add_argument("--seed", type=int, default=0, help="which images (and, for forward, which noise)")
         q.add_argument("--scale", type=int, default=0,
