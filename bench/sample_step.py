@@ -16,7 +16,7 @@ from dataclasses import replace
 import common
 import torch
 
-from minidiffusion.diffusion import ddim, make_schedule
+from minidiffusion.diffusion import ddim, ddpm_grid, make_schedule
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.loop_steps and models[0].anchor is None:
         model = built["ours", fast.describe()]  # the same compiled model and CUDA graph as its one-call row
         schedule = make_schedule(cfg.diffusion)
+        ts = ddpm_grid(schedule.num_timesteps, args.loop_steps)
         loop = common.Model(f"ours ddim×{args.loop_steps} loop", models[0].net, models[0].description)
         contenders.append(common.Contender(loop, fast, images=batch * args.loop_steps,
-                                           run=_no_grad(lambda f=model: ddim(f, x, schedule, args.loop_steps,
-                                                                              clip_x0=True))))
+                                           run=_no_grad(lambda f=model: ddim(f, x, schedule, ts, clip_x0=True))))
 
     def flops(c: common.Contender) -> float:
         model = common.sampling_model(c.model.net, replace(c.settings, compile=False, cuda_graph=False))

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from minidiffusion.diffusion import cosine_schedule, ddim, eps_model, linear_schedule
+from minidiffusion.diffusion import cosine_schedule, ddim, ddpm_grid, eps_model, linear_schedule
 from minidiffusion.diffusion.process import FastEpsModel, q_sample
 from minidiffusion.models.unet import SimpleUNet
-from minidiffusion.sampling import generate
+from minidiffusion.sampling import Options, generate
 
 from .helpers import tiny_config
 
@@ -79,11 +79,12 @@ def test_generate_with_speed_options_draws_nearly_the_same_images(tmp_path):
     cfg = tiny_config(tmp_path)
     net = SimpleUNet(1, 8, base_channels=8, channel_mults=(1, 2))
     torch.nn.init.normal_(net.conv_out.weight, std=0.1)
-    kw = dict(seed=3, channels=1, image_size=8, sampler="ddim", steps=4, output="float")
-    plain = generate(net, cfg, 4, **kw)
-    fast = generate(net, cfg, 4, channels_last=True, cuda_graph=True, **kw)
+    cfg = cfg.replace(sample={"sampler": "ddim", "steps": 4})
+    kw = dict(seed=3, shape=(1, 8, 8))
+    plain = generate(net, cfg, 4, options=Options(output="float"), **kw)
+    fast = generate(net, cfg, 4, options=Options(output="float", channels_last=True, cuda_graph=True), **kw)
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
-    half = generate(net, cfg, 4, precision="bf16", **kw)
+    half = generate(net, cfg, 4, options=Options(output="float", precision="bf16"), **kw)
     assert not torch.equal(half, plain)  # bf16 did run ...
     assert (half - plain).abs().mean() < 0.01 and (half - plain).abs().max() < 0.2  # ... changing them by its rounding
 
@@ -96,9 +97,10 @@ def test_ddim_through_fast_eps_model_feeds_the_network_channels_last():
         memory_format=torch.channels_last) and not args[0].is_contiguous()))
     x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     s = linear_schedule()
-    fast = ddim(FastEpsModel(net, channels_last=True), x_T, s, 5)
+    ts = ddpm_grid(1000, 5)
+    fast = ddim(FastEpsModel(net, channels_last=True), x_T, s, ts)
     assert seen == [True] * 5  # every step in the channels_last layout (sums in another order: 1e-4 apart)
-    torch.testing.assert_close(fast, ddim(net.to(memory_format=torch.contiguous_format), x_T, s, 5), atol=1e-3,
+    torch.testing.assert_close(fast, ddim(net.to(memory_format=torch.contiguous_format), x_T, s, ts), atol=1e-3,
                                rtol=0)
 
 

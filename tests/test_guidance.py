@@ -14,7 +14,7 @@ from minidiffusion.diffusion import guided_eps_model
 from minidiffusion.diffusion.objectives import Flow, make_objective
 from minidiffusion.diffusion.ode import GuidedODE
 from minidiffusion.errors import UserError
-from minidiffusion.sampling import generate, load_model
+from minidiffusion.sampling import Options, generate, load_model
 from minidiffusion.training import train
 from tests.helpers import full_and_resumed, make_folder, tiny_config
 
@@ -70,7 +70,7 @@ def test_resume_restores_or_takes_the_guide_as_the_uninterrupted_run(folder, tmp
 
 def test_the_model_as_its_own_guide_changes_nothing(run):
     net, c = load_model(run)
-    kw = {"seed": 3, "channels": 1, "image_size": 8, "output": "float"}
+    kw = {"seed": 3, "shape": (1, 8, 8), "options": Options(output="float")}
     plain = generate(net, c.config.replace(sample={"guidance": 1.0}), 4, **kw)
     assert torch.equal(generate(net, c.config, 4, guide=net, **kw), plain)  # ε_g + w (ε - ε_g) = ε when g = net
     assert not torch.allclose(generate(net, c.config, 4, guide=load_model(ckpt(run, 2).path)[0], **kw), plain)
@@ -168,7 +168,7 @@ def test_the_guide_interval_guides_only_the_levels_inside_it(run):
     net, c = load_model(run)
     guide = load_model(ckpt(run, 2).path)[0]
     objective = make_objective(c.config.diffusion)
-    kw = {"seed": 3, "channels": 1, "image_size": 8, "output": "float"}
+    kw = {"seed": 3, "shape": (1, 8, 8), "options": Options(output="float")}
 
     def draw(interval, weight=2.0):
         main, weak = Counting(net), Counting(guide)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from minidiffusion import visualize as V
 from minidiffusion.cli import main
-from minidiffusion.diffusion import cosine_schedule, ddim, eps_from_x0, linear_schedule, q_sample, timesteps
+from minidiffusion.diffusion import cosine_schedule, ddim, ddpm_grid, eps_from_x0, linear_schedule, q_sample, timesteps
 from minidiffusion.errors import UserError
 from minidiffusion.images import make_grid, to_model_range, to_pixels
 
@@ -160,7 +160,7 @@ def run_ddim(recorder, n=4, steps=5, seed=0):
     clean = grey_images(n, 8, seed)
     x0 = to_model_range(clean)
     x_T = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + 1))
-    out = ddim(oracle(x0), x_T, S, steps, callback=recorder)
+    out = ddim(oracle(x0), x_T, S, ddpm_grid(S.num_timesteps, steps), callback=recorder)
     return clean, to_pixels(out)
 
 

@@ -18,7 +18,7 @@ from .checkpoint import Checkpoint
 from .config import Config
 from .errors import UserError
 from .models.unet import count_parameters
-from .sampling import generate, load_guide, load_model
+from .sampling import Options, generate, load_guide, load_model, with_sampler
 
 
 class Model:
@@ -47,11 +47,10 @@ class Model:
         """
         if n < 1:
             raise UserError(f"n={n}: draw at least one image")
-        cfg = self.config.replace(sample=options) if options else self.config
-        channels, size, _ = self.image_shape
-        return generate(self.net, cfg, n, seed=seed, channels=channels, image_size=size, device=self.device,
-                        sampler=sampler, steps=steps, batch_size=batch_size, progress=progress, output=output,
-                        guide=self.guide, channels_last=cfg.train.channels_last)
+        cfg = with_sampler(self.config.replace(sample=options) if options else self.config, sampler, steps,
+                           batch_size)
+        return generate(self.net, cfg, n, seed=seed, shape=self.image_shape, device=self.device, guide=self.guide,
+                        options=Options(channels_last=cfg.train.channels_last, output=output, progress=progress))
 
     def __repr__(self) -> str:
         c, h, w = self.image_shape

@@ -116,7 +116,8 @@ class SampleConfig:
                         "euler, heun for edm and flow")
     steps: int = _opt(50, min=1, help="sampling steps (network evaluations; heun: 2 steps - 1)")
     eta: float = _opt(0.0, min=0.0, max=1.0, help="ddim: 0 = deterministic, 1 = ddpm-like")
-    spacing: str = _opt("uniform", choices=("uniform", "quadratic"), help="ddim/dpmpp: timestep spacing")
+    spacing: str = _opt("uniform", choices=("uniform", "quadratic"), help="ddpm objective: the timestep grid "
+                        "(quadratic: denser near t = 0)")
     variance: str = _opt("large", choices=("large", "small"), help="ddpm: beta ('large') or posterior ('small')")
     n: int = _opt(64, min=1, help="images to draw (grids during training, default for `sample`)")
     batch_size: int = _opt(256, min=1, help="images per network call")

@@ -352,7 +352,7 @@ class TrainingEvaluator:
     @torch.no_grad()
     def __call__(self, ema_model: nn.Module, step: int, guide: nn.Module | None = None) -> dict:
         images = generate(ema_model, unguided_until(self.cfg, guide), self.cfg.train.eval_n, seed=self.cfg.train.seed,
-                          channels=self.channels, image_size=self.image_size, device=self.device, guide=guide)
+                          shape=(self.channels, self.image_size, self.image_size), device=self.device, guide=guide)
         features, logits = extract(self.extractor, images)
         fid = frechet_distance(*feature_statistics(features), self.reference.mu, self.reference.sigma)
         return {"eval_fid_classifier": fid, "eval_confident": class_summary(logits)["confident_fraction"]}

@@ -390,7 +390,7 @@ def _draw_grid(cfg: Config, out: Path, ema: nn.Module, guide: nn.Module | None, 
         bar.close()
         log.info("drawing the final grid: %d samples, %s %d steps", cfg.sample.n, cfg.sample.sampler, cfg.sample.steps)
     grid = generate_sharded(ema, unguided_until(cfg, guide), cfg.sample.n, seed=cfg.train.seed,
-                            channels=data.channels, image_size=data.image_size, device=device, world=world,
+                            shape=(data.channels, data.image_size, data.image_size), device=device, world=world,
                             guide=guide)
     if world.is_main:
         save_grid(grid, out / "samples" / f"step_{step:08d}.png")

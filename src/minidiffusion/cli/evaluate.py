@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ..devices import resolve_device
     from ..evaluate import class_summary, compute_metrics, load_samples, parse_metrics, reference_stats, stats_dirs
     from ..features import extract, load_extractor
-    from ..sampling import generate, guide_for, load_model, with_guidance
+    from ..sampling import Options, generate, guide_for, load_model, with_guidance, with_sampler
 
     start_time = time.perf_counter()
     if not (args.checkpoint or args.samples or args.stats_only):
@@ -112,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
         data = load_dataset(data_cfg, split)
         reference = reference_stats(extractor, data, split, stats_dirs(data_cfg, args.stats_dir), progress=progress)
     if ckpt:
-        images = generate(net, ckpt.config, args.n or DEFAULT_N, seed=args.seed, channels=channels, image_size=size,
-                          device=device, sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
-                          progress=progress, guide=guide, channels_last=ckpt.config.train.channels_last)
+        cfg = with_sampler(ckpt.config, args.sampler, args.steps, args.batch_size)
+        images = generate(net, cfg, args.n or DEFAULT_N, seed=args.seed, shape=ckpt.image_shape, device=device,
+                          guide=guide, options=Options(channels_last=cfg.train.channels_last, progress=progress))
     if args.stats_only:
         result = {"stats": str(reference.path) if reference.path else None, "cached": reference.cached,
                   "resolution": data.image_size}

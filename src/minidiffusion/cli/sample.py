@@ -38,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..devices import resolve_device
     from ..images import make_grid, save_grid, save_npz, save_png
-    from ..sampling import generate_sharded, guide_for, load_model, with_guidance
-
+    from ..sampling import Options, generate_sharded, guide_for, load_model, with_guidance, with_sampler
 
     out = _sample_out(Path(args.out), args.snapshots)  # a typo fails now, not after minutes of sampling
     device = resolve_device(args.device, "--device")
@@ -53,9 +52,8 @@ def run(args: argparse.Namespace) -> int:
         args.n = cfg.sample.n
     elif args.n < 1:
         raise UserError(f"--num-images {args.n}: draw at least one image")
-    cfg = with_guidance(cfg, args.guidance)
+    cfg = with_sampler(with_guidance(cfg, args.guidance), args.sampler, args.steps, args.batch_size)
     guide = distributed.agreed(lambda: guide_for(cfg, ckpt, args.guide, device), world)
-    channels, size, _ = ckpt.image_shape
     recorder = None
     if args.video or args.snapshots:
         from ..diffusion.objectives import level_label, make_objective
@@ -64,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         if world.distributed:
             raise distributed.EveryRankError("--video/--snapshots record one batch in one process: run them "
                                              "without torchrun", quiet=not world.is_main)
-        if args.n > (args.batch_size or cfg.sample.batch_size):
+        if args.n > cfg.sample.batch_size:
             raise UserError("--video/--snapshots record one batch: use --n <= --batch-size")
         if args.video:
             check_video_path(args.video)  # a bad extension or a missing extra fails before sampling, not after
@@ -73,10 +71,9 @@ def run(args: argparse.Namespace) -> int:
             wanted = parse_levels(args.snapshots, objective)
         recorder = DenoisingRecorder(every=args.every, with_x0=args.with_x0,
                                      label=lambda level: level_label(objective.name, level))
-    images = generate_sharded(net, cfg, args.n, seed=args.seed, channels=channels, image_size=size, device=device,
-                              world=world, sampler=args.sampler, steps=args.steps, batch_size=args.batch_size,
-                              callback=recorder, progress=not args.no_progress, guide=guide,
-                              channels_last=cfg.train.channels_last)
+    options = Options(channels_last=cfg.train.channels_last, callback=recorder, progress=not args.no_progress)
+    images = generate_sharded(net, cfg, args.n, seed=args.seed, shape=ckpt.image_shape, device=device, world=world,
+                              guide=guide, options=options)
     if not world.is_main:
         return 0  # rank 0 holds all the images and writes them
     if args.snapshots:

@@ -1,5 +1,9 @@
 """The one list of samplers: which objectives each serves, which ``[sample]`` keys it reads, what it costs.
 
+Every sampler is ``fn(model, noise, levels, *, generator, callback, progress, **options)`` over a decreasing tensor
+of levels (ddpm: 0-based timesteps; edm: σ; flow: t), built by ``sampling.sampling_grid`` from ``sample.steps`` and
+the grid keys (``spacing`` for ddpm, ``rho`` for edm, ``shift`` for flow).
+
 The config's ``sample.sampler`` choices, the command line's ``--sampler`` and ``sampling.generate`` all read this
 table; a new sampler is its function plus one line here.
 """
@@ -24,8 +28,8 @@ class Sampler:
 _CHURN = ("churn", "s_noise", "s_tmin", "s_tmax")
 SAMPLERS: dict[str, Sampler] = {
     "ddpm": Sampler(samplers.ddpm, ("ddpm",), ("variance",), lambda n: n, "ancestral, Ho et al. 2020"),
-    "ddim": Sampler(samplers.ddim, ("ddpm",), ("eta", "spacing"), lambda n: n, "Song et al. 2021"),
-    "dpmpp": Sampler(samplers.dpmpp, ("ddpm",), ("spacing",), lambda n: n, "DPM-Solver++(2M), Lu et al. 2022"),
+    "ddim": Sampler(samplers.ddim, ("ddpm",), ("eta",), lambda n: n, "Song et al. 2021"),
+    "dpmpp": Sampler(samplers.dpmpp, ("ddpm",), (), lambda n: n, "DPM-Solver++(2M), Lu et al. 2022"),
     "euler": Sampler(ode.euler, ("edm", "flow"), _CHURN, lambda n: n, "Euler on the probability-flow ODE"),
     "heun": Sampler(ode.heun, ("edm", "flow"), _CHURN, lambda n: 2 * n - 1, "Heun, Karras et al. 2022 Alg. 1-2"),
 }

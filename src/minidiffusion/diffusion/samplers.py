@@ -1,12 +1,14 @@
-"""Samplers: pure functions with one signature.
+"""Samplers of the ddpm objective: pure functions with the one signature every sampler has (see ``ode.py`` for the
+continuous ones),
 
-    sampler(model, x_T, schedule, num_steps, *, generator=None, callback=None, progress=False, **options) -> x0
+    sampler(model, x_T, schedule, ts, *, generator=None, callback=None, progress=False, **options) -> x0
 
-``model(x_t, t) -> ε̂`` is an ε-model (see ``process.eps_model``), ``x_T`` the initial noise (N, C, H, W),
-t 0-based. ``generator`` is None, one ``torch.Generator``, or one generator per image: with per-image
-generators image k depends only on its own generator, whatever the batch it is drawn in.
-``callback(StepInfo)`` is called once per network evaluation with the state being denoised and the
-network's x0 estimate; samplers hold no state between calls.
+``model(x_t, t) -> ε̂`` is an ε-model (see ``process.eps_model``), ``x_T`` the initial noise (N, C, H, W), ``ts`` the
+0-based timesteps to visit, decreasing (``ddpm_grid``: all T, or a respaced subsequence). The x0 estimate and the
+posterior are ``process.py``'s (``x0_from_eps``, ``q_posterior``), the functions training and the tests use.
+``generator`` is None, one ``torch.Generator``, or one generator per image: with per-image generators image k
+depends only on its own generator, whatever the batch it is drawn in. ``callback(StepInfo)`` is called once per
+network evaluation with the state being denoised and the network's x0 estimate; samplers hold no state between calls.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from .process import EpsModel
+from .process import EpsModel, eps_from_x0, q_posterior, x0_from_eps
 from .schedule import Schedule
 
 Generator = torch.Generator | Sequence[torch.Generator] | None
@@ -77,67 +79,77 @@ def timesteps(num_timesteps: int, num_steps: int, spacing: str = "uniform") -> t
     return ts
 
 
-def _steps(ts: torch.Tensor, progress: bool, desc: str):
-    steps = list(enumerate(reversed(ts.tolist())))
-    return tqdm(steps, desc=desc, leave=False, dynamic_ncols=True) if progress else steps
+def ddpm_grid(num_timesteps: int, num_steps: int, spacing: str = "uniform") -> torch.Tensor:
+    """The decreasing timesteps a ddpm-family sampler visits: ``timesteps(...)`` from T-1 down."""
+    return timesteps(num_timesteps, num_steps, spacing).flip(0)
+
+
+def _check(ts: torch.Tensor, schedule: Schedule) -> list[int]:
+    steps = [int(t) for t in ts]
+    if not steps or any(b >= a for a, b in zip(steps, steps[1:])) or steps[-1] < 0 \
+            or steps[0] >= schedule.num_timesteps:
+        raise ValueError(f"ts must be distinct timesteps in 0..{schedule.num_timesteps - 1}, decreasing; "
+                         f"got {steps[:4]}...")
+    return steps
+
+
+def _steps(steps: list[int], progress: bool, desc: str):
+    pairs = list(enumerate(steps))
+    return tqdm(pairs, desc=desc, leave=False, dynamic_ncols=True) if progress else pairs
 
 
 def _full(x: torch.Tensor, t: int) -> torch.Tensor:
     return torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
 
 
-def _predict(model: EpsModel, x: torch.Tensor, t: int, ab: float, clip_x0: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """ε̂ and x̂0 at timestep t (ᾱ_t = ab); with clip_x0, x̂0 is clipped to [-1, 1] and ε̂ made consistent."""
-    eps = model(x, _full(x, t)).float()
-    x0 = (x - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+def _predict(model: EpsModel, x: torch.Tensor, t: torch.Tensor, schedule: Schedule,
+             clip_x0: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """ε̂ and x̂0 at timesteps t; with clip_x0, x̂0 is clipped to [-1, 1] and ε̂ made consistent with it."""
+    eps = model(x, t).float()
+    x0 = x0_from_eps(schedule, x, t, eps)
     if clip_x0:
         x0 = x0.clamp(-1, 1)
-        eps = (x - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
+        eps = eps_from_x0(schedule, x, t, x0)
     return eps, x0
 
 
 @torch.no_grad()
-def ddpm(model: EpsModel, x_T: torch.Tensor, schedule: Schedule, num_steps: int | None = None, *,
-         variance: str = "large", clip_x0: bool = False, generator: Generator = None, callback: Callback = None,
+def ddpm(model: EpsModel, x_T: torch.Tensor, schedule: Schedule, ts: torch.Tensor, *, variance: str = "large",
+         clip_x0: bool = False, generator: Generator = None, callback: Callback = None,
          progress: bool = False) -> torch.Tensor:
-    """Ancestral sampling (Ho et al. 2020, Algorithm 2), over a respaced subsequence when num_steps < T.
+    """Ancestral sampling (Ho et al. 2020, Algorithm 2); over a subsequence of the T steps, ancestral sampling of the
+    respaced schedule (Nichol & Dhariwal 2021, section 4), whose posterior q(x_prev | x_t, x0) each step draws from.
 
-    variance "large" is σ²_t = β_t (the paper's CIFAR-10 choice); "small" is the posterior variance β̃_t.
+    variance "large" is σ² = β (the paper's CIFAR-10 choice); "small" is the posterior variance β̃.
     """
-    ts = timesteps(schedule.num_timesteps, num_steps or schedule.num_timesteps)
-    sub = schedule.respaced(ts)
-    ab, ab_prev = sub.alphas_cumprod.tolist(), sub.alphas_cumprod_prev.tolist()
-    betas, post_var = sub.betas.tolist(), sub.posterior_variance.tolist()
+    steps = _check(ts, schedule)
+    sub = schedule.respaced(torch.tensor(steps[::-1]))  # index k of sub is the k-th smallest timestep
     x = x_T.float()
-    for i, t in _steps(ts, progress, "ddpm"):
-        k = len(ts) - 1 - i  # position in the (increasing) respaced schedule
-        eps, x0 = _predict(model, x, t, ab[k], clip_x0)
+    for i, t in _steps(steps, progress, "ddpm"):
+        k = _full(x, len(steps) - 1 - i)
+        eps, x0 = _predict(model, x, _full(x, t), schedule, clip_x0)
         if callback is not None:
             callback(StepInfo(i, t, x, x0))
-        # posterior mean of q(x_{t-1} | x_t, x0) with the respaced β
-        mean = (math.sqrt(ab_prev[k]) * betas[k] / (1 - ab[k])) * x0 + \
-               (math.sqrt(1 - betas[k]) * (1 - ab_prev[k]) / (1 - ab[k])) * x
-        if k == 0:
+        mean, posterior_var = q_posterior(sub, x0, x, k)
+        if i == len(steps) - 1:
             x = mean
         else:
-            var = betas[k] if variance == "large" else post_var[k]
-            x = mean + math.sqrt(var) * randn(x.shape, generator, x.device)
+            var = sub.at(sub.betas, k) if variance == "large" else posterior_var
+            x = mean + var.sqrt() * randn(x.shape, generator, x.device)
     return x
 
 
 @torch.no_grad()
-def ddim(model: EpsModel, x_T: torch.Tensor, schedule: Schedule, num_steps: int = 50, *, eta: float = 0.0,
-         spacing: str = "uniform", clip_x0: bool = False, generator: Generator = None, callback: Callback = None,
+def ddim(model: EpsModel, x_T: torch.Tensor, schedule: Schedule, ts: torch.Tensor, *, eta: float = 0.0,
+         clip_x0: bool = False, generator: Generator = None, callback: Callback = None,
          progress: bool = False) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12): x_prev = √ᾱ_prev x̂0 + √(1-ᾱ_prev-σ²) ε̂ + σ z; η = 0 is deterministic."""
-    ts = timesteps(schedule.num_timesteps, num_steps, spacing)
-    ab_all = schedule.alphas_cumprod
+    steps = _check(ts, schedule)
+    ab_all = schedule.alphas_cumprod.tolist()
     x = x_T.float()
-    for i, t in _steps(ts, progress, "ddim"):
-        k = len(ts) - 1 - i
-        ab = ab_all[t].item()
-        ab_prev = ab_all[ts[k - 1]].item() if k > 0 else 1.0
-        eps, x0 = _predict(model, x, t, ab, clip_x0)
+    for i, t in _steps(steps, progress, "ddim"):
+        ab, ab_prev = ab_all[t], ab_all[steps[i + 1]] if i + 1 < len(steps) else 1.0
+        eps, x0 = _predict(model, x, _full(x, t), schedule, clip_x0)
         if callback is not None:
             callback(StepInfo(i, t, x, x0))
         sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
@@ -148,29 +160,26 @@ def ddim(model: EpsModel, x_T: torch.Tensor, schedule: Schedule, num_steps: int 
 
 
 @torch.no_grad()
-def dpmpp(model: EpsModel, x_T: torch.Tensor, schedule: Schedule, num_steps: int = 20, *,
-          spacing: str = "uniform", clip_x0: bool = False, generator: Generator = None, callback: Callback = None,
-          progress: bool = False) -> torch.Tensor:
+def dpmpp(model: EpsModel, x_T: torch.Tensor, schedule: Schedule, ts: torch.Tensor, *, clip_x0: bool = False,
+          generator: Generator = None, callback: Callback = None, progress: bool = False) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): second-order multistep on the data prediction.
 
     With α = √ᾱ, σ = √(1-ᾱ), λ = log(α/σ), h = λ_next - λ:  x_next = (σ_next/σ) x - α_next (e^{-h} - 1) D,
     D = x̂0 on the first step, else (1 + 1/2r) x̂0 - (1/2r) x̂0_prev with r = h_prev / h. The last step goes to
     σ = 0, i.e. returns D. Deterministic: ``generator`` is accepted for the common signature and unused.
     """
-    ts = timesteps(schedule.num_timesteps, num_steps, spacing)
-    ab_all = schedule.alphas_cumprod
+    steps = _check(ts, schedule)
+    ab_all = schedule.alphas_cumprod.tolist()
     x = x_T.float()
     x0_prev, h_prev = None, None
-    for i, t in _steps(ts, progress, "dpm++"):
-        k = len(ts) - 1 - i
-        ab = ab_all[t].item()
-        eps, x0 = _predict(model, x, t, ab, clip_x0)
+    for i, t in _steps(steps, progress, "dpm++"):
+        eps, x0 = _predict(model, x, _full(x, t), schedule, clip_x0)
         if callback is not None:
             callback(StepInfo(i, t, x, x0))
-        if k == 0:  # to σ = 0 (λ = ∞, so r -> 0): the update is x̂0 itself
+        if i == len(steps) - 1:  # to σ = 0 (λ = ∞, so r -> 0): the update is x̂0 itself
             x = x0
             break
-        ab_next = ab_all[ts[k - 1]].item()
+        ab, ab_next = ab_all[t], ab_all[steps[i + 1]]
         alpha, sigma = math.sqrt(ab), math.sqrt(1 - ab)
         alpha_n, sigma_n = math.sqrt(ab_next), math.sqrt(1 - ab_next)
         h = math.log(alpha_n / sigma_n) - math.log(alpha / sigma)
@@ -182,4 +191,3 @@ def dpmpp(model: EpsModel, x_T: torch.Tensor, schedule: Schedule, num_steps: int
         x = (sigma_n / sigma) * x - alpha_n * math.expm1(-h) * d
         x0_prev, h_prev = x0, h
     return x
-
