@@ -263,6 +263,20 @@ def test_snapshot_strip_picks_the_nearest_steps():
         np.testing.assert_array_equal(strip[V.LABEL_H:, left:left + panel_w], V.upscale_array(grid, 2))
 
 
+def test_snapshot_strip_shows_the_x0_estimates_under_x_t_when_recorded():
+    recorder = V.DenoisingRecorder(record_x0=True)
+    clean, samples = run_ddim(recorder, steps=5)  # the oracle: every x0 estimate is the clean images
+    strip = V.snapshot_strip(recorder, samples, [999, 0], scale=2)
+    panel_w = make_grid(samples).shape[1] * 2
+    row_h = V.LABEL_H + panel_w
+    assert strip.shape == (2 * row_h + V.GAP, 2 * panel_w + V.GAP, 1)
+    np.testing.assert_array_equal(strip[V.LABEL_H:row_h, :panel_w], V.upscale_array(recorder.frames[0], 2))  # x_999
+    below = strip[row_h + V.GAP + V.LABEL_H:, :panel_w]
+    np.testing.assert_array_equal(below, V.upscale_array(make_grid(clean), 2))  # what the network saw at t = 999
+    assert not recorder.with_x0  # recorded for the snapshots; the video stays x_t alone
+    assert recorder.video_frames(samples, scale=2)[0].shape[1] == panel_w  # one panel wide, no x0 beside it
+
+
 # -- curves ------------------------------------------------------------------------------------------------------
 
 def write_metrics(path: Path, records: list) -> Path:
@@ -349,11 +363,15 @@ def test_sample_video_and_snapshots_end_to_end(tiny_run, tmp_path):
     scale = V.auto_scale(grid.shape[1], V.MIN_VIDEO_WIDTH)
     np.testing.assert_array_equal(frames[-1][V.LABEL_H:], grid.repeat(scale, 0).repeat(scale, 1))
 
-    snaps = np.asarray(Image.open(tmp_path / "snaps.png"))
+    snaps = np.asarray(Image.open(tmp_path / "snaps.png"))  # x_t above, the x0 estimates below (the default)
     scale = V.auto_scale(grid.shape[1], V.MIN_SNAPSHOT_WIDTH)
-    panel_w = grid.shape[1] * scale
-    assert snaps.shape == (V.LABEL_H + grid.shape[0] * scale, 3 * panel_w + 2 * V.GAP)
-    np.testing.assert_array_equal(snaps[V.LABEL_H:, :panel_w], grid.repeat(scale, 0).repeat(scale, 1))
+    panel_w, row_h = grid.shape[1] * scale, V.LABEL_H + grid.shape[0] * scale
+    assert snaps.shape == (2 * row_h + V.GAP, 3 * panel_w + 2 * V.GAP)
+    for top in (V.LABEL_H, row_h + V.GAP + V.LABEL_H):  # the final samples head both rows
+        np.testing.assert_array_equal(snaps[top:top + row_h - V.LABEL_H, :panel_w],
+                                      grid.repeat(scale, 0).repeat(scale, 1))
+    assert main(common + ["--snapshots", "0,499,999", "--no-x0", "--out", str(tmp_path / "xt.png")]) == 0
+    assert np.asarray(Image.open(tmp_path / "xt.png")).shape == (row_h, 3 * panel_w + 2 * V.GAP)
 
     bad = common + ["--snapshots", "0,1000", "--out", str(tmp_path / "s2.png")]
     assert main(bad) == 2 and not (tmp_path / "s2.png").exists()

@@ -216,16 +216,19 @@ def forward_figure(images: torch.Tensor, schedules: dict[str, Schedule], timeste
 class DenoisingRecorder:
     """A sampler callback that keeps the denoising of one batch, for a video or snapshots.
 
-    On every ``every``-th step (indices 0, K, 2K, ...) it stores the uint8 grid of x_t -- and with ``with_x0`` of
-    the network's x0 estimate -- on the CPU, with the step's timestep t. Grids are small (16 MNIST digits: 122 x 122
-    bytes), so even a 1000-step DDPM of 64 images holds about 60 MB. It records a single batch: sample with
-    n <= batch size (the CLI checks this).
+    On every ``every``-th step (indices 0, K, 2K, ...) it stores the uint8 grid of x_t -- and with ``record_x0``
+    (default: ``with_x0``) of the network's x0 estimate -- on the CPU, with the step's timestep t. ``with_x0`` puts
+    the x0 estimate beside x_t in the video; snapshots show it whenever it was recorded. Grids are small (16 MNIST
+    digits: 122 x 122 bytes), so even a 1000-step DDPM of 64 images holds about 60 MB. It records a single batch:
+    sample with n <= batch size (the CLI checks this).
     """
 
-    def __init__(self, every: int = 1, with_x0: bool = False, nrow: int | None = None, label=None):
+    def __init__(self, every: int = 1, with_x0: bool = False, nrow: int | None = None, label=None,
+                 record_x0: bool | None = None):
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
         self.every, self.with_x0, self.nrow = every, with_x0, nrow
+        self.record_x0 = with_x0 if record_x0 is None else record_x0 or with_x0
         self.label = label or (lambda level: f"t={level}")  # how a frame names its noise level (t=999, σ=2.5)
         self.timesteps: list = []  # the level of each kept step (ddpm: t, flow: t, edm: σ), noisiest first
         self.frames: list[np.ndarray] = []  # grid of x_t at each kept step, uint8 (H, W, C)
@@ -241,7 +244,7 @@ class DenoisingRecorder:
             return
         self.timesteps.append(info.t if isinstance(info.t, float) else int(info.t))
         self.frames.append(make_grid(to_pixels(info.x_t).cpu(), self.nrow))
-        if self.with_x0:
+        if self.record_x0:
             self.x0_frames.append(make_grid(to_pixels(info.x0).cpu(), self.nrow))
 
     def final_grid(self, final_images: torch.Tensor) -> np.ndarray:
@@ -364,15 +367,21 @@ def snapshot_strip(recorder: DenoisingRecorder, final_images: torch.Tensor, want
     t = 0 is the final samples ("t=0 (final)"); any other t shows the recorded step nearest to it and is labelled
     with that step's actual t (see :func:`nearest_recorded`), so a recorder run with ``every`` > 1 or a few-step
     sampler still works, at coarser timesteps. Each panel is upscaled ``scale`` times (default: until it is
-    MIN_SNAPSHOT_WIDTH wide) and they stand GAP pixels apart under LABEL_H label strips. Returns uint8 (H, W, C).
+    MIN_SNAPSHOT_WIDTH wide) and they stand GAP pixels apart under LABEL_H label strips. When the recorder kept the
+    network's x0 estimates, a second row shows them under each x_t, GAP pixels lower: at high noise x_t is noise to
+    the eye, the estimate shows what the network already sees. Returns uint8 (H, W, C).
     """
     final = recorder.final_grid(final_images)
     scale = scale or auto_scale(final.shape[1], MIN_SNAPSHOT_WIDTH)
-    panels, labels = [], []
-    for k in nearest_recorded(recorder.timesteps, wanted, log=log_levels):
-        panels.append(upscale_array(final if k is None else recorder.frames[k], scale))
-        labels.append(f"{recorder.label(0)} (final)" if k is None else recorder.label(recorder.timesteps[k]))
-    return labelled_panels(panels, labels)
+    picked = nearest_recorded(recorder.timesteps, wanted, log=log_levels)
+    panels = [upscale_array(final if k is None else recorder.frames[k], scale) for k in picked]
+    labels = [f"{recorder.label(0)} (final)" if k is None else recorder.label(recorder.timesteps[k]) for k in picked]
+    if not recorder.x0_frames:
+        return labelled_panels(panels, labels)
+    top = labelled_panels(panels, [f"x_t  {label}" if k is not None else label for k, label in zip(picked, labels)])
+    bottom = labelled_panels([upscale_array(final if k is None else recorder.x0_frames[k], scale) for k in picked],
+                             ["x0 estimate" if k is not None else "x0 (final)" for k in picked])
+    return np.concatenate([top, np.full((GAP, *top.shape[1:]), 255, dtype=np.uint8), bottom], axis=0)
 
 
 # -- training curves ---------------------------------------------------------------------------------------------

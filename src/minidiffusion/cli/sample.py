@@ -30,6 +30,8 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--snapshots", default=None, metavar="T,T,...",
                    help="write the grid at these noise levels side by side to --out: timesteps for ddpm (e.g. "
                         "999,749,499,0), t in [0, 1] for flow (1,0.75,0.5,0), σ for edm (80,5,0.5,0)")
+    p.add_argument("--no-x0", action="store_true",
+                   help="snapshots: x_t only, without the row of the network's x0 estimates under it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -69,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
         objective = make_objective(cfg.diffusion)
         if args.snapshots:
             wanted = parse_levels(args.snapshots, objective)
-        recorder = DenoisingRecorder(every=args.every, with_x0=args.with_x0,
-                                     label=lambda level: level_label(objective.name, level))
+        recorder = DenoisingRecorder(every=args.every, with_x0=args.with_x0, record_x0=bool(args.snapshots)
+                                     and not args.no_x0, label=lambda level: level_label(objective.name, level))
     options = Options(channels_last=cfg.train.channels_last, callback=recorder, progress=not args.no_progress)
     images = generate_sharded(net, cfg, args.n, seed=args.seed, shape=ckpt.image_shape, device=device, world=world,
                               guide=guide, options=options)
