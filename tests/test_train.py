@@ -197,3 +197,14 @@ def test_streamed_workers_skips_add_up_in_the_run_directory(tmp_path, caplog):
     clean = make_folder(tmp_path / "clean", n=8)
     train(tiny_config(clean, train={"steps": 2}), tmp_path / "run2", progress=False)
     assert not (tmp_path / "run2" / "skipped_files.txt").exists()
+
+
+def test_adam_beta2_reaches_the_optimizer_and_survives_resume(folder, tmp_path):
+    from minidiffusion.models.unet import build_model
+    from minidiffusion.training import TrainStep
+
+    cfg = tiny_config(folder, train={"adam_beta2": 0.99})
+    step = TrainStep(build_model(cfg.model, 1, 8), cfg, "cpu")
+    assert step.optimizer.param_groups[0]["betas"] == (0.9, 0.99)
+    ckpt = load_checkpoint(train(cfg, tmp_path / "run", progress=False))
+    assert ckpt.meta["optimizer_groups"][0]["betas"] == [0.9, 0.99]

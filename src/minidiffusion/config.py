@@ -89,6 +89,8 @@ class TrainConfig:
     batch_size: int = _opt(128, min=1, help="global batch size (all ranks together)")
     lr: float = _opt(2e-4, min=0.0, max=1.0, help="peak learning rate (AdamW)")
     weight_decay: float = _opt(0.0, min=0.0, help="AdamW weight decay")
+    adam_beta2: float = _opt(0.999, min=0.0, max=0.9999, help="AdamW's β2, the decay of its squared-gradient "
+                             "average (EDM2 uses 0.99)")
     warmup_steps: int = _opt(5000, min=0, help="linear learning-rate warmup")
     lr_decay: str = _opt("none", choices=("none", "cosine"), help="after warmup: constant or cosine to 0")
     grad_clip: float = _opt(1.0, min=0.0, help="max gradient norm; 0 = off")

@@ -154,7 +154,7 @@ class TrainStep:
         self.grad_clip, self.ema_decay = cfg.train.grad_clip or math.inf, cfg.train.ema_decay
         fused = device.startswith("cuda")
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                           fused=fused or None)
+                                           betas=(0.9, cfg.train.adam_beta2), fused=fused or None)
         self.device_type = "cuda" if fused else "cpu"
         self.amp = AUTOCAST[cfg.train.precision]
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=cfg.train.precision == "fp16")
