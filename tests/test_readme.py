@@ -51,3 +51,15 @@ def test_a_readme_command_parses_and_its_config_loads(command):
     args = build_parser().parse_args(argv)  # argparse exits (SystemExit 2) on an unknown or misspelt option
     if argv[0] == "train":
         load_config(args.config or "quick", args.set)  # every --set key exists and takes that value
+
+
+def test_every_test_the_failure_table_names_exists():
+    """The "What happens when…" table says which test holds each behaviour: each named test must exist."""
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("## What happens when"):text.index("## Library layout")]
+    named = re.findall(r"`([\w/]+\.py)::(test_\w+)`", table)
+    assert len(named) >= 24
+    tests = Path(__file__).resolve().parent
+    missing = [f"{f}::{name}" for f, name in named
+               if not re.search(rf"^def {name}\(", (tests / f).read_text(encoding="utf-8"), re.M)]
+    assert missing == []
