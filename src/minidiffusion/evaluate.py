@@ -1,4 +1,4 @@
-"""Evaluation, offline: features -> statistics -> FID / KID / IS, and ``minidiffusion evaluate``.
+"""Evaluation, offline: features -> statistics -> FID / KID / IS (the `minidiffusion evaluate` command is cli/evaluate.py).
 
 The metrics are pure float64 functions of feature arrays, written to give the numbers the reference
 implementations give:
@@ -59,7 +59,6 @@ KID_REFERENCE_MAX = 5_000
 FULL_KERNEL_MAX = 25_000_000  # kernel matrices up to this many entries (200 MB) are computed once
 STATS_ENV = "MINIDIFFUSION_STATS"  # a folder for cached statistics, instead of next to the data
 STATS_FORMAT, STATS_VERSION = "minidiffusion-reference-stats", 1
-DEFAULT_N = 1000  # samples drawn from a checkpoint when --n is not given
 
 
 # -- statistics: pure functions of float arrays ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Weights to and from diffusers: ``minidiffusion convert --from-diffusers DIR | --to-diffusers RUN``.
+"""Weights to and from diffusers (the command: ``minidiffusion convert``, cli/convert.py).
 
 Our ``ddpm`` UNet is laid out like diffusers' ``UNet2DModel`` as configured for ``google/ddpm-cifar10-32``
 (see ``models/unet.py``), so a conversion is a renaming of tensors plus a translation of configs:
