@@ -1,4 +1,4 @@
-"""Evaluation, offline: features -> statistics -> FID / KID / IS (the `minidiffusion evaluate` command is cli/evaluate.py).
+"""Evaluation, offline: features -> statistics -> FID / KID / IS (the command: cli/evaluate.py).
 
 The metrics are pure float64 functions of feature arrays, written to give the numbers the reference
 implementations give:
