@@ -56,7 +56,7 @@ RECIPES: dict[str, tuple[list[str], list[str]]] = {
     "diffusers": ([], ["diffusers-ddpm:50:1"]),
 }
 # the scoring each recipe is plotted with: its sampler at its guidance (guidance above this trades class entropy)
-HEADLINE = {"eps-minsnr": "ddpm:50:2", "eps-lognormal": "ddpm:50:2", "edm": "heun:18:2", "flow": "heun:25:1.5",
+HEADLINE = {"eps-minsnr": "ddpm:50:2", "eps-lognormal": "ddpm:50:2", "edm": "heun:18:2", "flow": "heun:25:2:0.33-4",
             "diffusers": "diffusers-ddpm:50:1"}
 COMMON = ["train.checkpoint_every=0", "train.sample_every=0", "train.log_every=50", "train.device=cpu"]
 SAMPLE_SEED = 123
@@ -239,14 +239,17 @@ def plot(records: list[dict], path: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for recipe, spec in HEADLINE.items():
-        sampler, steps, guidance = spec.split(":")
+        sampler, steps, guidance, *interval = spec.split(":")
+        interval = [float(v) for v in interval[0].split("-")] if interval else []
         rows = {r["train_steps"]: r for r in records
                 if r.get("tag", r["recipe"]) == recipe and r["seed"] == 0 and r["sampler"] == sampler
-                and r["sampler_steps"] == int(steps) and r["guidance"] == float(guidance)}
+                and r["sampler_steps"] == int(steps) and r["guidance"] == float(guidance)
+                and r.get("guide_interval", []) == interval}
         if not rows:
             continue
         xs = sorted(rows)
-        label = f"{recipe} ({sampler} {steps}{', w = ' + guidance if float(guidance) != 1 else ''})"
+        within = f" on σ ∈ [{interval[0]:g}, {interval[1]:g}]" if interval else ""
+        label = f"{recipe} ({sampler} {steps}{', w = ' + guidance if float(guidance) != 1 else ''}{within})"
         axes[0].plot(xs, [rows[x]["confident"] for x in xs], marker="o", label=label)
         axes[1].plot(xs, [rows[x]["fid_classifier"] for x in xs], marker="o", label=label)
     for ax, label in zip(axes, ("confident fraction (1,000 samples)", "classifier FID (lower is better)")):
