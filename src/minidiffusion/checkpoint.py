@@ -51,8 +51,7 @@ class Checkpoint:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of the images the network was trained on (checked when loaded)."""
-        data = self.meta["data"]
-        return data["channels"], data["image_size"], data["image_size"]
+        return self.data["channels"], self.data["image_size"], self.data["image_size"]
 
     @property
     def data(self) -> dict[str, Any]:
