@@ -205,6 +205,31 @@ def test_a_failing_rank_says_so_and_the_others_time_out(runs):
     assert not (runs["tmp"] / "never.npz").exists()
 
 
+def test_workers_train_like_one_process_and_fail_in_one_line(runs, tmp_path):
+    """`train --workers 2` starts the two ranks itself: the run equals one process; a worker's error is one line."""
+    config, env = runs["tmp"] / "tiny.toml", {**os.environ, "OMP_NUM_THREADS": "1", "MINIDIFFUSION_OFFLINE": "1"}
+    command = [sys.executable, "-m", "minidiffusion", "train", "--config", str(config), "--no-progress",
+               "--workers", "2"]
+    done = run_group([*command, "--out", str(tmp_path / "w")], env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "global batch 4 (2 x 2 ranks)" in done.stderr
+    assert_same_checkpoint(load_checkpoint(runs["one"]), load_checkpoint(tmp_path / "w"))
+    # an error only the workers can see (the world size): one line from rank 0, none from rank 1, status 2
+    odd = run_group([*command, "--out", str(tmp_path / "odd"), "--set", "train.batch_size=5"], env=env, timeout=180)
+    assert odd.returncode == 2 and odd.stderr.startswith("error: train.batch_size=5 is not divisible")
+    assert odd.stderr.count("\n") == 1, odd.stderr
+
+
+def test_workers_check_the_config_before_starting_any(tmp_path, capsys):
+    assert main(["train", "--config", "quick", "--workers", "2", "--set", "train.bogus=1", "--out",
+                 str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: quick: unknown key 'train.bogus'") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+    assert main(["train", "--workers", "0"]) == 2
+    assert capsys.readouterr().err == "error: --workers must be at least 1, got 0\n"
+
+
 # -- in one process ---------------------------------------------------------------------------------------------------
 
 def test_torchrun_with_one_process_is_the_plain_run(runs, tmp_path, monkeypatch):

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING, format="%(message)s", stream=sys.stderr)
     try:
         args = build_parser().parse_args(argv)
-        check_positive(args, "n", "steps", "batch_size", "fps", "every")
+        args.argv = argv  # what `train --workers` runs again in each worker
+        check_positive(args, "n", "steps", "batch_size", "fps", "every", "workers")
         code = args.func(args)
         if "torch.distributed" in sys.modules:  # leave torchrun's process group cleanly (NCCL warns otherwise)
             from ..distributed import shutdown
