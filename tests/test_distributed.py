@@ -22,7 +22,7 @@ import torch
 
 from minidiffusion import distributed
 from minidiffusion.checkpoint import load_checkpoint
-from minidiffusion.cli import main
+from minidiffusion.cli import launch, main
 from minidiffusion.errors import UserError
 from minidiffusion.training import train
 from tests.helpers import make_folder, tiny_config
@@ -205,8 +205,8 @@ def test_a_failing_rank_says_so_and_the_others_time_out(runs):
     assert not (runs["tmp"] / "never.npz").exists()
 
 
-def test_workers_train_like_one_process_and_fail_in_one_line(runs, tmp_path):
-    """`train --workers 2` starts the two ranks itself: the run equals one process; a worker's error is one line."""
+def test_workers_train_like_one_process(runs, tmp_path):
+    """`train --workers 2` starts the two ranks itself: the run equals one process of the same global batch."""
     config, env = runs["tmp"] / "tiny.toml", {**os.environ, "OMP_NUM_THREADS": "1", "MINIDIFFUSION_OFFLINE": "1"}
     command = [sys.executable, "-m", "minidiffusion", "train", "--config", str(config), "--no-progress",
                "--workers", "2"]
@@ -214,10 +214,18 @@ def test_workers_train_like_one_process_and_fail_in_one_line(runs, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "global batch 4 (2 x 2 ranks)" in done.stderr
     assert_same_checkpoint(load_checkpoint(runs["one"]), load_checkpoint(tmp_path / "w"))
-    # an error only the workers can see (the world size): one line from rank 0, none from rank 1, status 2
-    odd = run_group([*command, "--out", str(tmp_path / "odd"), "--set", "train.batch_size=5"], env=env, timeout=180)
-    assert odd.returncode == 2 and odd.stderr.startswith("error: train.batch_size=5 is not divisible")
-    assert odd.stderr.count("\n") == 1, odd.stderr
+
+
+def test_the_first_failing_worker_sets_the_status_and_the_others_are_stopped(monkeypatch, capsys):
+    monkeypatch.setattr(launch, "GRACE_S", 0.5)
+    python = lambda code: subprocess.Popen([sys.executable, "-c", code])
+    sleeper = python("import time; time.sleep(60)")
+    assert launch._wait([python("import sys; sys.exit(2)"), sleeper]) == 2
+    assert sleeper.returncode is not None  # stopped, not left running
+    killed = python("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    assert launch._wait([killed, python("pass")]) == 1
+    assert capsys.readouterr().err == "error: a training worker was killed by SIGKILL\n"
+    assert launch._wait([python("pass"), python("pass")]) == 0
 
 
 def test_workers_check_the_config_before_starting_any(tmp_path, capsys):
