@@ -51,11 +51,15 @@ def run_workers(argv: list[str], workers: int) -> int:
     threads, port = max(1, cores() // workers), free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "minidiffusion", *argv], env=worker_env(r, workers, port, threads))
              for r in range(workers)]
+    # a SIGTERM for the launcher (a job scheduler, `kill`) is passed on, so that no worker outlives it
+    previous = signal.signal(signal.SIGTERM, lambda *_: [p.terminate() for p in procs if p.poll() is None])
     try:
         return _wait(procs)
-    except KeyboardInterrupt:  # the terminal sent SIGINT to the workers too: let them stop at a step boundary
+    except KeyboardInterrupt:  # the terminal sent SIGINT to the workers too: they stop on their own
         _stop(procs, deadline=time.monotonic() + GRACE_S)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _wait(procs: list[subprocess.Popen]) -> int:
@@ -66,7 +70,8 @@ def _wait(procs: list[subprocess.Popen]) -> int:
             _stop(procs, deadline=time.monotonic() + GRACE_S)
             code = failed[0]
             if code < 0:  # killed by a signal: nobody printed anything
-                print(f"error: a training worker was killed by {signal.Signals(-code).name}", file=sys.stderr)
+                name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+                print(f"error: a training worker was killed by {name}", file=sys.stderr)
                 return 1
             return code
         if all(c == 0 for c in codes):
