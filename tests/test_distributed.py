@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -23,6 +22,7 @@ import torch
 from minidiffusion import distributed
 from minidiffusion.checkpoint import load_checkpoint
 from minidiffusion.cli import launch, main
+from minidiffusion.cli.launch import free_port
 from minidiffusion.errors import UserError
 from minidiffusion.training import train
 from tests.helpers import make_folder, tiny_config
@@ -116,12 +116,6 @@ def run_group(args: list[str], *, env: dict, timeout: float) -> subprocess.Compl
             out, err = p.communicate()
             pytest.fail(f"torchrun did not finish in {timeout} s:\n{out}{err}")
     return subprocess.CompletedProcess(args, p.returncode, out, err)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # Two ranks average two half-batch gradients where one process averages the whole batch: the sums round
