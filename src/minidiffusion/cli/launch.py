@@ -1,7 +1,7 @@
 """``train --workers N``: torchrun's job for one machine, without torchrun's traceback when a worker fails.
 
 On a CPU, N processes of cores/N threads each train faster than one process with every core: the quick network's
-convolutions are too small for two threads to share one well, while two processes each keep a core busy and meet
+convolutions are too small to split well between two threads, while two processes each keep a core busy and meet
 only to average gradients (bench/RESULTS.md: 1.3x on 2 cores at batch 64). The workers are the same command run
 with the environment torchrun would give them (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), so the
 run is the distributed one that tests/test_distributed.py holds equal to one process of the same global batch.
