@@ -8,6 +8,7 @@ with one-process runs made here.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -208,6 +209,21 @@ def test_workers_train_like_one_process(runs, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "global batch 4 (2 x 2 ranks)" in done.stderr
     assert_same_checkpoint(load_checkpoint(runs["one"]), load_checkpoint(tmp_path / "w"))
+
+
+def test_workers_fit_one_schedule_to_the_time_limit(runs, tmp_path):
+    """train.fit_time_limit under DDP: rank 0 measures, every rank follows the same fitted length (a rank that
+    stopped early would leave the other waiting in its all-reduce)."""
+    config, env = runs["tmp"] / "tiny.toml", {**os.environ, "OMP_NUM_THREADS": "1", "MINIDIFFUSION_OFFLINE": "1"}
+    command = [sys.executable, "-m", "minidiffusion", "train", "--config", str(config), "--no-progress",
+               "--workers", "2", "--out", str(tmp_path / "w"), "--set", "train.steps=100000",
+               "--set", "train.time_limit=4", "--set", "train.fit_time_limit=true", "--set", "train.lr_decay=cosine"]
+    done = run_group(command, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    fitted = int(re.search(r"train.fit_time_limit: (\d+) of the 100000 steps", done.stderr).group(1))
+    final = load_checkpoint(tmp_path / "w")
+    assert final.meta["fitted"] == [fitted, 100000]
+    assert final.step == fitted or "train.time_limit=4s reached" in done.stderr  # a machine that slowed down
 
 
 def test_the_first_failing_worker_sets_the_status_and_the_others_are_stopped(monkeypatch, capsys):

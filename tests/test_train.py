@@ -1,11 +1,13 @@
 import json
+import shutil
 
 import pytest
 import torch
 
 from minidiffusion.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from minidiffusion.errors import UserError
-from minidiffusion.training import BatchOrder, lr_at, train
+from minidiffusion import training
+from minidiffusion.training import BatchOrder, fitted_length, lr_at, train
 from tests.helpers import full_and_resumed, make_folder, tiny_config
 
 
@@ -208,3 +210,55 @@ def test_adam_beta2_reaches_the_optimizer_and_survives_resume(folder, tmp_path):
     assert step.optimizer.param_groups[0]["betas"] == (0.9, 0.99)
     ckpt = load_checkpoint(train(cfg, tmp_path / "run", progress=False))
     assert ckpt.meta["optimizer_groups"][0]["betas"] == [0.9, 0.99]
+
+
+def test_fitted_length():
+    # 5 steps/s for 98% of 100 s left: 490 more; never past train.steps, never less than one more step
+    assert fitted_length(20, 5.0, 100.0, 10_000) == 510
+    assert fitted_length(20, 5.0, 100.0, 300) == 300
+    assert fitted_length(20, 5.0, -3.0, 300) == 21
+
+
+class _FakeClock:
+    """One second per reading: the loop's clock readings per step are fixed, so the speed it measures is exact."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        self.t += 1.0
+        return self.t
+
+
+def test_fit_time_limit_ends_the_schedule_within_the_limit(folder, tmp_path, caplog, monkeypatch):
+    caplog.set_level("INFO", logger="minidiffusion")
+    monkeypatch.setattr(training._Clock, "now", _FakeClock())
+    cfg = tiny_config(folder, train={"steps": 1000, "time_limit": 100, "fit_time_limit": True, "lr_decay": "cosine",
+                                     "checkpoint_every": 20})
+    final = load_checkpoint(train(cfg, tmp_path / "r", progress=False))
+    fitted, of = final.meta["fitted"]
+    assert of == 1000 and 40 < fitted < 100 and final.step == fitted, "the run took the whole fitted schedule"
+    assert "reached" not in caplog.text, "and ended by it, not by the time limit"
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["lr"] == pytest.approx(lr_at(cfg, fitted - 1, fitted)) and lines[-1]["lr"] < 0.01 * cfg.train.lr
+    # resumed from a checkpoint after the fit, the run keeps its fitted schedule: the same weights bit for bit
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "r", cut)
+    for suffix in (".json", ".safetensors"):
+        (cut / "checkpoints" / f"ckpt_{fitted:08d}{suffix}").unlink()
+    monkeypatch.setattr(training._Clock, "now", _FakeClock())
+    again = load_checkpoint(train(cfg, cut, resume=True, progress=False))
+    assert again.step == fitted and again.meta["fitted"] == [fitted, 1000]
+    assert all(torch.equal(again.tensors[k], v) for k, v in final.tensors.items())
+    # a finished fitted run is complete; a run given another train.steps follows that instead
+    caplog.clear()
+    train(cfg, tmp_path / "r", resume=True, progress=False)
+    assert f"already complete (step {fitted} of {fitted})" in caplog.text
+    longer = tiny_config(folder, train={"steps": fitted + 2, "lr_decay": "cosine", "checkpoint_every": 20})
+    assert load_checkpoint(train(longer, tmp_path / "r", resume=True, progress=False)).step == fitted + 2
+    assert "train.steps is now" in caplog.text
+
+
+def test_fit_time_limit_needs_a_time_limit():
+    with pytest.raises(UserError, match="train.fit_time_limit fits the schedule to train.time_limit, which is 0"):
+        tiny_config("x", train={"fit_time_limit": True})

@@ -100,6 +100,8 @@ class TrainConfig:
     compile: bool = _opt(False, help="torch.compile the model")
     time_limit: float = _opt(0.0, min=0.0, help="seconds of training after which the run ends early, with its "
                                                 "final checkpoint and samples; 0 = none (the lr still follows steps)")
+    fit_time_limit: bool = _opt(False, help="end the lr schedule within train.time_limit: after a tenth of it, the "
+                                "run's length becomes the steps that fit at the measured speed (at most train.steps)")
     seed: int = _opt(0, min=0, max=2**31 - 1, help="all randomness derives from (seed, step, rank)")
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"), help="auto = cuda when available")
     log_every: int = _opt(50, min=1, help="steps between metrics.jsonl lines")
@@ -235,6 +237,9 @@ def _check_combinations(cfg: Config, where: str) -> None:
                                       and sample.guide_interval[0] < sample.guide_interval[1]):
         raise UserError(f"{where}: sample.guide_interval={list(sample.guide_interval)} must be two noise levels "
                         f"[lo, hi] with lo < hi, e.g. [0.25, 5.7], or [] to guide everywhere")
+    if cfg.train.fit_time_limit and not cfg.train.time_limit:
+        raise UserError(f"{where}: train.fit_time_limit fits the schedule to train.time_limit, which is 0: set "
+                        f"train.time_limit (seconds of training) or train.fit_time_limit=false")
     if sample.guide_at and sample.guide_step:
         raise UserError(f"{where}: sample.guide_at={sample.guide_at:g} and sample.guide_step={sample.guide_step} "
                         f"both choose the guide: set one of them to 0")
@@ -244,8 +249,8 @@ def _check_combinations(cfg: Config, where: str) -> None:
 
 # Keys a resumed run may change freely: how long, how often, where, how fast; not what is learned or how.
 RESUMABLE_CHANGES = {
-    "train": {"steps", "epochs", "time_limit", "log_every", "sample_every", "checkpoint_every", "keep_checkpoints",
-              "eval_every", "eval_n", "log", "device", "compile", "channels_last", "max_nonfinite"},
+    "train": {"steps", "epochs", "time_limit", "fit_time_limit", "log_every", "sample_every", "checkpoint_every",
+              "keep_checkpoints", "eval_every", "eval_n", "log", "device", "compile", "channels_last", "max_nonfinite"},
     "data": {"root", "num_workers", "in_memory"},
     "sample": {f.name for f in dataclasses.fields(SampleConfig)},
 }

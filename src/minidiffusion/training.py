@@ -120,6 +120,7 @@ class RunState:
     step: int = 0
     nonfinite_in_a_row: int = 0
     last_checkpoint: str = "none yet"
+    fitted: tuple[int, int] | None = None  # train.fit_time_limit: (the fitted length, the train.steps it came from)
 
 
 def _check_shapes(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
@@ -250,6 +251,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
     guide = _resume(cfg, out, world, step_fn, state, guide_step, allow_changes) if resume else None
     if not resume:
         distributed.on_main(lambda: _refuse_to_overwrite(out), world)
+    total = _resumed_length(state, total, world)
     if _nothing_to_train(state, total, resume, world):
         return Path(state.last_checkpoint)
     distributed.on_main(lambda: _write_config(cfg, out, state.step), world)
@@ -266,6 +268,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
                            resumed_at=state.step if resume else None)
     bar = tqdm(total=total, initial=state.step, disable=not (progress and world.is_main), dynamic_ncols=True)
     window, clock = _Window(device), _Clock(cfg, world)
+    fitting = cfg.train.fit_time_limit and state.fitted is None
     model.train()
     while state.step < total:
         step = state.step
@@ -283,6 +286,13 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
         if guide is None and guide_step is not None and state.step <= guide_step and (
                 state.step == guide_step or clock.passed(cfg.sample.guide_at * cfg.train.time_limit, state.step)):
             guide = copy.deepcopy(step_fn.ema)  # at its step, or at guide_at of train.time_limit if that comes first
+        fitted = clock.fit(state.step, total) if fitting else None
+        if fitted is not None:
+            fitting, state.fitted, bar.total = False, (fitted, total), fitted
+            if world.is_main:
+                log.info("train.fit_time_limit: %d of the %d steps fit in train.time_limit=%gs at this speed; the "
+                         "schedule ends at step %d", fitted, total, cfg.train.time_limit, fitted)
+            total = fitted
 
         out_of_time = clock.passed(cfg.train.time_limit, state.step)
         last = state.step == total or out_of_time
@@ -322,6 +332,21 @@ def _resume(cfg: Config, out: Path, world: distributed.World, step_fn: TrainStep
             log.warning("the guide's step %d (sample.guide_at/guide_step) is behind the resumed step %d, so this run "
                         "will carry no guide network", guide_step, state.step)
     return guide
+
+
+def _resumed_length(state: RunState, total: int, world: distributed.World) -> int:
+    """The schedule's length: train.steps, or the length a resumed run was fitted to (train.fit_time_limit) while
+    train.steps is the one it was fitted from."""
+    if state.fitted is None:
+        return total
+    fitted, fitted_from = state.fitted
+    if fitted_from == total:
+        return fitted
+    if world.is_main:
+        log.warning("--resume: the schedule was fitted to the time limit (%d of %d steps); train.steps is now %d, "
+                    "which the run follows instead", fitted, fitted_from, total)
+    state.fitted = None
+    return total
 
 
 def _nothing_to_train(state: RunState, total: int, resume: bool, world: distributed.World) -> bool:
@@ -430,27 +455,54 @@ def guide_step_of(cfg: Config, total: int) -> int | None:
     return max(1, round(cfg.sample.guide_at * total)) if cfg.sample.guide_at else None
 
 
+FIT_AFTER, FIT_MARGIN = 0.1, 0.98  # train.fit_time_limit: when to measure the speed; the share of the rest to plan
+
+
+def fitted_length(step: int, rate: float, seconds_left: float, total: int) -> int:
+    """The steps done plus those that fit, at ``rate`` steps/s, in FIT_MARGIN of ``seconds_left``; at most ``total``,
+    at least one more than ``step``."""
+    return max(step + 1, min(total, step + int(rate * max(0.0, seconds_left) * FIT_MARGIN)))
+
+
 class _Clock:
     """Training time: whether ``seconds`` (train.time_limit, the guide's share of it) have passed since the loop
-    began, and the time since the last log line. Under DDP rank 0's clock decides, at log steps only (one collective
+    began, the schedule that fits in train.time_limit, and the time since the last log line. Under DDP rank 0's clock decides, at log steps only (one collective
     there), so that every rank acts after the same step."""
 
+    now = staticmethod(time.perf_counter)
+
     def __init__(self, cfg: Config, world: distributed.World):
-        self.log_every, self.world = cfg.train.log_every, world
-        self.start = self.last = time.perf_counter()
+        self.log_every, self.world, self.time_limit = cfg.train.log_every, world, cfg.train.time_limit
+        self.start = self.last = self.now()
+        self.mark: tuple[int, float] | None = None  # (step, time) of the first log step: fit() measures from there
 
     def passed(self, seconds: float, step: int) -> bool:
         if not seconds:
             return False
         if not self.world.distributed:
-            return time.perf_counter() - self.start >= seconds
+            return self.now() - self.start >= seconds
         if step % self.log_every:
             return False
-        return bool(distributed.broadcast_object(time.perf_counter() - self.start >= seconds, self.world))
+        return bool(distributed.broadcast_object(self.now() - self.start >= seconds, self.world))
+
+    def fit(self, step: int, total: int) -> int | None:
+        """train.fit_time_limit: at the first log step after a tenth of train.time_limit, the schedule's length that
+        ends within it, from the speed since the first log step; None before. Rank 0's clock, at log steps only."""
+        if step % self.log_every:
+            return None
+        fitted = None
+        if self.world.is_main:
+            now = self.now()
+            if self.mark is None:
+                self.mark = (step, now)
+            elif now - self.start >= FIT_AFTER * self.time_limit and now > self.mark[1]:
+                rate = (step - self.mark[0]) / (now - self.mark[1])
+                fitted = fitted_length(step, rate, self.time_limit - (now - self.start), total)
+        return distributed.broadcast_object(fitted, self.world)
 
     def lap(self) -> float:
         """Seconds since the last lap (or the start)."""
-        now = time.perf_counter()
+        now = self.now()
         elapsed, self.last = now - self.last, now
         return elapsed
 
@@ -544,7 +596,7 @@ def _load_for_resume(path: str) -> Checkpoint:
 def checkpoint_meta(data: ImageDataset, state: RunState, step_fn: TrainStep) -> dict:
     groups = [{k: v for k, v in g.items() if k != "params"} for g in step_fn.optimizer.state_dict()["param_groups"]]
     return {"data": data_record(data.name, data.channels, data.image_size),
-            "nonfinite_in_a_row": state.nonfinite_in_a_row, "optimizer_groups": groups,
+            "nonfinite_in_a_row": state.nonfinite_in_a_row, "fitted": state.fitted, "optimizer_groups": groups,
             "scaler": step_fn.scaler.state_dict() if step_fn.scaler.is_enabled() else None,
             "rng": "all randomness of step s derives from (train.seed, s, rank); nothing else to restore"}
 
@@ -586,5 +638,7 @@ def restore(ckpt: Checkpoint, cfg: Config, step_fn: TrainStep, state: RunState,
         scaler.load_state_dict(ckpt.meta["scaler"])
     state.step = ckpt.step
     state.nonfinite_in_a_row = int(ckpt.meta.get("nonfinite_in_a_row", 0))
+    fitted = ckpt.meta.get("fitted")
+    state.fitted = None if fitted is None else (int(fitted[0]), int(fitted[1]))
     state.last_checkpoint = str(ckpt.path)
     return guide
