@@ -52,7 +52,8 @@ RECIPES: dict[str, tuple[list[str], list[str]]] = {
     "edm": (["diffusion.objective=edm", "diffusion.min_snr_gamma=0", "sample.sampler=heun", "sample.steps=18",
              "sample.guide_step=0", "sample.guide_at=0.25"], ["heun:18:1", "heun:18:2"]),
     "flow": (["diffusion.objective=flow", "diffusion.min_snr_gamma=0", "sample.sampler=heun", "sample.steps=25",
-              "sample.guide_step=90"], ["heun:25:1", "heun:25:1.5", "heun:25:2"]),  # the quick preset now
+              "diffusion.logit_mean=0", "sample.guide_step=90"],
+             ["heun:25:1", "heun:25:1.5", "heun:25:2"]),  # the quick preset 2026-12-02 to 12-03
     "diffusers": ([], ["diffusers-ddpm:50:1"]),
 }
 # the scoring each recipe is plotted with: its sampler at its guidance (guidance above this trades class entropy)
