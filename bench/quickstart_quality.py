@@ -44,10 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples:
         Path(args.samples).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.samples, images=images.permute(0, 2, 3, 1).numpy())
+    fitted = model.checkpoint.meta.get("fitted")  # [length, train.steps] when train.fit_time_limit fitted the schedule
+    schedule = fitted[0] if fitted else model.config.train.steps
     met = {k: (score[k] >= v if op == ">=" else score[k] <= v) for k, (op, v) in GOALS.items()}
     record = {"name": "quickstart quality", "run": str(args.run), "train_steps": model.checkpoint.step,
-              "schedule_steps": model.config.train.steps, "sampler": sc.sampler, "sampler_steps": sc.steps,
-              "guidance": sc.guidance, "guide": args.guide or "the run's own",
+              "schedule_steps": schedule, "fitted_from": fitted and fitted[1], "sampler": sc.sampler,
+              "sampler_steps": sc.steps, "guidance": sc.guidance, "guide": args.guide or "the run's own",
               "guide_interval": list(sc.guide_interval), "nfe": round(nfe, 2), "n": args.n, **score,
               "minutes": args.minutes, "goals_met": met, "machine": machine("cpu"), "command": command_line(),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, (op, goal) in GOALS.items():
         print(f"{key:15} {score[key]:8.3f}   goal {op} {goal}   {'met' if met[key] else 'NOT met'}")
     print(f"{'entropy_bits':15} {score['entropy_bits']:8.3f}   (ten equal classes: 3.322)")
-    print(f"trained {model.checkpoint.step} of {model.config.train.steps} steps")
+    print(f"trained {model.checkpoint.step} of {schedule} steps"
+          + (f" (train.fit_time_limit fitted the schedule from {fitted[1]})" if fitted else ""))
     return 0
 
 

@@ -4,9 +4,9 @@ import shutil
 import pytest
 import torch
 
+from minidiffusion import training
 from minidiffusion.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from minidiffusion.errors import UserError
-from minidiffusion import training
 from minidiffusion.training import BatchOrder, fitted_length, lr_at, train
 from tests.helpers import full_and_resumed, make_folder, tiny_config
 

@@ -466,8 +466,8 @@ def fitted_length(step: int, rate: float, seconds_left: float, total: int) -> in
 
 class _Clock:
     """Training time: whether ``seconds`` (train.time_limit, the guide's share of it) have passed since the loop
-    began, the schedule that fits in train.time_limit, and the time since the last log line. Under DDP rank 0's clock decides, at log steps only (one collective
-    there), so that every rank acts after the same step."""
+    began, the schedule that fits in train.time_limit, and the time since the last log line. Under DDP rank 0's
+    clock decides, at log steps only (one collective there), so that every rank acts after the same step."""
 
     now = staticmethod(time.perf_counter)
 
