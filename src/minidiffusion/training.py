@@ -268,7 +268,6 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
                            resumed_at=state.step if resume else None)
     bar = tqdm(total=total, initial=state.step, disable=not (progress and world.is_main), dynamic_ncols=True)
     window, clock = _Window(device), _Clock(cfg, world)
-    fitting = cfg.train.fit_time_limit and state.fitted is None
     model.train()
     while state.step < total:
         step = state.step
@@ -286,9 +285,9 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
         if guide is None and guide_step is not None and state.step <= guide_step and (
                 state.step == guide_step or clock.passed(cfg.sample.guide_at * cfg.train.time_limit, state.step)):
             guide = copy.deepcopy(step_fn.ema)  # at its step, or at guide_at of train.time_limit if that comes first
-        fitted = clock.fit(state.step, total) if fitting else None
+        fitted = clock.fit(state.step, total) if cfg.train.fit_time_limit and state.fitted is None else None
         if fitted is not None:
-            fitting, state.fitted, bar.total = False, (fitted, total), fitted
+            state.fitted, bar.total = (fitted, total), fitted
             if world.is_main:
                 log.info("train.fit_time_limit: %d of the %d steps fit in train.time_limit=%gs at this speed; the "
                          "schedule ends at step %d", fitted, total, cfg.train.time_limit, fitted)
