@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -39,7 +39,7 @@ from torch import nn
 from minidiffusion import data, training
 from minidiffusion.config import Config, load_config
 from minidiffusion.devices import AUTOCAST
-from minidiffusion.diffusion import diffusion_loss, make_schedule
+from minidiffusion.diffusion import make_schedule
 from minidiffusion.diffusion.process import FastEpsModel
 from minidiffusion.models.unet import build_model, count_parameters, group_norm
 
@@ -207,11 +207,37 @@ class Settings:
     channels_last: bool = False
     compile: bool = False
     cuda_graph: bool = False  # sampling only
+    compile_mode: str = "default"  # torch.compile's mode ("reduce-overhead": its own CUDA graphs)
 
     def describe(self) -> str:
+        compiled = "compile" + ("" if self.compile_mode == "default" else f" {self.compile_mode}")
         parts = [self.precision, "channels_last" if self.channels_last else None,
-                 "compile" if self.compile else "eager", "CUDA graph" if self.cuda_graph else None]
+                 compiled if self.compile else "eager", "CUDA graph" if self.cuda_graph else None]
         return " ".join(p for p in parts if p)
+
+
+VARIANTS = ("eager-cl", "eager-contiguous", "compile-cl", "compile-contiguous", "ro-cl", "ro-contiguous")
+
+
+def variant(ours: Settings, name: str) -> Settings:
+    """``ours`` in one of VARIANTS: eager / compiled / compiled with mode reduce-overhead (CUDA graphs), in the
+    channels_last or contiguous layout."""
+    if name not in VARIANTS:
+        raise SystemExit(f"unknown variant {name!r} (choose from {', '.join(VARIANTS)})")
+    mode, layout = name.split("-")
+    return replace(ours, channels_last=layout == "cl", compile=mode != "eager",
+                   compile_mode="reduce-overhead" if mode == "ro" else "default")
+
+
+def write_best(path: Path, contenders: list[Contender]) -> None:
+    """The fastest of ``contenders`` as the train.* overrides that make a run take that path, with its img/s."""
+    best = max(contenders, key=lambda c: c.median)
+    s = best.settings
+    path.write_text(json.dumps({"overrides": [f"train.channels_last={str(s.channels_last).lower()}",
+                                              f"train.compile={str(s.compile).lower()}",
+                                              f"train.compile_mode={s.compile_mode}"],
+                                "img_per_s": round(best.median, 1), "settings": s.describe()}) + "\n")
+    print(f"fastest of ours: {s.describe()} at {best.median:,.1f} img/s -> {path}")
 
 
 def anchor_settings(anchor: str, ours: Settings, compile: bool) -> list[Settings]:
@@ -225,11 +251,13 @@ def anchor_settings(anchor: str, ours: Settings, compile: bool) -> list[Settings
     return rows
 
 
-def random_batch(batch: int, channels: int, side: int, device: str, seed: int = 0, channels_last: bool = False):
-    """A fixed training batch (x0 in [-1, 1], timesteps, noise): the data pipeline is not what is measured."""
+def random_batch(batch: int, channels: int, side: int, device: str, seed: int = 0, channels_last: bool = False,
+                 objective=None):
+    """A fixed training batch (x0 in [-1, 1], noise levels, noise): the data pipeline is not what is measured. The
+    levels are ``objective``'s training draws (timesteps, σ or t), or timesteps 0..999 without one."""
     g = torch.Generator().manual_seed(seed)
     x0 = torch.rand(batch, channels, side, side, generator=g) * 2 - 1
-    t = torch.randint(0, 1000, (batch,), generator=g)
+    t = torch.randint(0, 1000, (batch,), generator=g) if objective is None else objective.draw(batch, g, "cpu")
     noise = torch.randn(batch, channels, side, side, generator=g)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return (x0.to(device).contiguous(memory_format=fmt), t.to(device),
@@ -238,25 +266,33 @@ def random_batch(batch: int, channels: int, side: int, device: str, seed: int = 
 
 class TrainStep(training.TrainStep):
     """The library's own optimizer step (``minidiffusion.training.TrainStep``: autocast forward through the loss,
-    backward, clipping, AdamW fused on CUDA, EMA) for a copy of any ε-network under a benchmark's settings, with the
-    ε-loss ``loss_fn(net, schedule, x0, t, noise, prediction, ...)`` and, unless ``check_finite``, no host sync."""
+    backward, clipping, fused AdamW, EMA, the skip decided on the device) for a copy of any ε-network under a
+    benchmark's settings, with the preset objective's own loss, or an ε-loss ``loss_fn(net, schedule, x0, t, noise,
+    prediction, ...)``. With ``sync`` each step also reads its skip flag back, as the loop did before 2026-12-04 (a
+    wait for the GPU)."""
 
-    def __init__(self, net: nn.Module, cfg: Config, settings: Settings, loss_fn: Callable = diffusion_loss,
-                 check_finite: bool = False):
+    def __init__(self, net: nn.Module, cfg: Config, settings: Settings, loss_fn: Callable | None = None,
+                 sync: bool = False):
         fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
         model = copy.deepcopy(net).to(settings.device, memory_format=fmt).train()
-        schedule, prediction = make_schedule(cfg.diffusion), cfg.diffusion.prediction
-        gamma = getattr(cfg.diffusion, "min_snr_gamma", 0.0)  # the preset's loss weighting, where it has one
-        options = {"min_snr_gamma": gamma} if gamma else {}
+        loss = None
+        if loss_fn is not None:
+            schedule, prediction = make_schedule(cfg.diffusion), cfg.diffusion.prediction
+            gamma = getattr(cfg.diffusion, "min_snr_gamma", 0.0)  # the preset's loss weighting, where it has one
+            options = {"min_snr_gamma": gamma} if gamma else {}
+
+            def loss(n, x0, t, noise):
+                return loss_fn(n, schedule, x0, t, noise, prediction, **options)
         super().__init__(model, cfg.replace(train={"precision": settings.precision}), settings.device,
-                         net=compile_module(model) if settings.compile else None, check_finite=check_finite,
-                         loss=lambda n, x0, t, noise: loss_fn(n, schedule, x0, t, noise, prediction, **options))
-        self.step = 0
+                         net=compile_module(model, settings.compile_mode) if settings.compile else None, loss=loss)
+        self.step, self.sync = 0, sync
 
     def __call__(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, step: int | None = None,
                  lr: float | None = None) -> tuple[torch.Tensor, bool]:
         result = super().__call__(x0, t, noise, self.step if step is None else step, lr)
         self.step += 1
+        if self.sync:
+            bool(result[1])
         return result
 
 
@@ -502,8 +538,10 @@ def setup(args: argparse.Namespace) -> Config:
 _COMPILE_BACKEND = "inductor"
 
 
-def compile_module(net: nn.Module) -> nn.Module:
-    return torch.compile(net, backend=_COMPILE_BACKEND)
+def compile_module(net: nn.Module, mode: str = "default") -> nn.Module:
+    if _COMPILE_BACKEND != "inductor":  # smoke runs: the eager backend has no modes
+        return torch.compile(net, backend=_COMPILE_BACKEND)
+    return torch.compile(net, mode=mode)
 
 
 def run(args: argparse.Namespace, name: str, unit: str, contenders: list[Contender], models: list[Model],

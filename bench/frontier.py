@@ -159,8 +159,9 @@ def train_diffusers(steps: int, seed: int, out: Path, extra: list[str]):
     return step.ema, img_s, anchor.params
 
 
-def sample_diffusers(net, n: int, steps: int) -> torch.Tensor:
-    """DDPMScheduler's own 50-step loop (its default 'leading' spacing, fixed_small variance), per-image seeds."""
+def sample_diffusers(net, n: int, steps: int, device: str = "cpu") -> torch.Tensor:
+    """DDPMScheduler's own 50-step loop (its default 'leading' spacing, fixed_small variance), per-image seeds; uint8
+    (n, 1, 28, 28) on the CPU."""
     from diffusers import DDPMScheduler
 
     from minidiffusion.diffusion import image_generators, image_seeds
@@ -173,12 +174,12 @@ def sample_diffusers(net, n: int, steps: int) -> torch.Tensor:
         gens = image_generators(image_seeds(SAMPLE_SEED, start, count))
         scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
         scheduler.set_timesteps(steps)
-        x = randn((count, 1, 28, 28), gens, "cpu")
+        x = randn((count, 1, 28, 28), gens, "cpu").to(device)
         with torch.no_grad():
             for t in scheduler.timesteps:
-                eps = net(x, torch.full((count,), int(t)))
+                eps = net(x, torch.full((count,), int(t), device=device))
                 x = scheduler.step(eps, t, x, generator=gens[0]).prev_sample
-        out.append(to_pixels(x))
+        out.append(to_pixels(x).cpu())
     return torch.cat(out)
 
 

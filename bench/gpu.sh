@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Every GPU measurement, for a lent GPU machine that has torch but not diffusers. Carry the wheels from
-# bench/README.md in .whl/. Results are appended to bench/results.jsonl there; this run's records, logs and pictures
-# go to $OUT (the device tool's output folder) or /tmp/bench-gpu: append new_results.jsonl to bench/results.jsonl here.
-# Logs: logs.tgz there.
+# bench/README.md in .whl/. This run's records go to $OUT/new_results.jsonl (the device tool's output folder; else
+# /tmp/bench-gpu): append them to bench/results.jsonl where the repository lives. Logs: logs.tgz there.
 #
-#   bash bench/gpu.sh                          # everything, about 13 minutes on one H100/H200
-#   bash bench/gpu.sh sweep mnist200 train     # some steps, in this order (each has its own time limit)
-#   bash bench/gpu.sh --smoke                  # here, on the CPU: the same code paths at tiny sizes, nothing recorded
+#   bash bench/gpu.sh profile mnist_speed mnist200     # about 6 minutes on one H100/H200
+#   bash bench/gpu.sh train sample                     # about 4 minutes
+#   bash bench/gpu.sh --smoke                          # here, on the CPU: the same code paths at tiny sizes
 #
-# Steps: sweep (quick-preset variants scored by the classifier, bench/quick_sweep.py), mnist200 (mnist.toml trained
-# for 200 seconds, then scored without and with autoguidance by its step-900 checkpoint, and drawn), train / sample (cifar10 shape against diffusers and lucid, eager and
-# compiled), mnist_speed (mnist.toml training img/s against the anchors), levers.
+# Steps:
+#   profile      torch.profiler over 20 training steps of `mnist` and `cifar10`, as the loop takes them now and as
+#                it took them until 2026-12-04 (bench/profile_step.py --legacy)
+#   mnist_speed  the `mnist-flow` step at batch 128 in bf16: ours eager / compiled with CUDA graphs, channels_last /
+#                contiguous, against diffusers eager; the fastest of ours is written to best-mnist.json
+#   mnist200     ours (on that fastest path) and diffusers, both trained for 200 s at once on this GPU, then 2,000
+#                samples each, scored (bench/mnist200.py); the samples come back as gpu-200s-*.npz
+#   train        the `cifar10` step (35.7M, batch 128, bf16): ours eager (both layouts) and compiled with CUDA graphs
+#                against diffusers eager and compiled
+#   sample       one `cifar10` network evaluation at batch 1000: ours with compile + CUDA graph against diffusers
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -18,7 +24,6 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 OUTDIR=${OUT:-/tmp/bench-gpu}  # at most 8 files come back from $OUT: the logs travel as one archive
 LOGS=/tmp/bench-gpu-logs
-rm -rf "$LOGS"
 mkdir -p "$OUTDIR" "$LOGS"
 
 smoke=0
@@ -27,24 +32,21 @@ if [[ "${1:-}" == "--smoke" ]]; then
     shift
 fi
 steps=("$@")
-(( ${#steps[@]} )) || steps=(sweep mnist200 train sample mnist_speed levers)
+(( ${#steps[@]} )) || steps=(profile mnist_speed mnist200 train sample)
+results="$OUTDIR/new_results.jsonl"
 if (( smoke )); then
-    args=(--device cpu --smoke --mfu --compile-backend eager --results "$LOGS/smoke.jsonl")
-    levers=(--device cpu --smoke --levers schedule_tables,host_sync,channels_last,cudnn_benchmark --results "$LOGS/smoke.jsonl")
-    sweep=(--device cpu --jobs 2 --variants base,p2-32 --n 20 --set train.steps=4 train.warmup_steps=1 sample.n=4)
-    mnist=(train.device=cpu train.time_limit=5 model.base_channels=16 sample.n=4 sample.steps=4)
-    evaluate=(--device cpu --n 20 --steps 4)
-    seconds=5
+    dev=(--device cpu)
+    args=(--device cpu --smoke --mfu --compile-backend eager)
+    mnist_variants=eager-cl,eager-contiguous,ro-cl
+    mnist200=(--smoke)
+    seconds=6
     results="$LOGS/smoke.jsonl"
-    rm -f "$results"
 else
+    dev=(--device cuda)
     args=(--device cuda --precision bf16 --rounds 5)
-    levers=(--device cuda --rounds 5)
-    sweep=(--device cuda --jobs 8)
-    mnist=(train.device=cuda train.precision=bf16 train.channels_last=true train.time_limit=200)
-    evaluate=(--device cuda --n 1000)
+    mnist_variants=eager-cl,eager-contiguous,ro-cl,ro-contiguous
+    mnist200=(--device cuda)
     seconds=200
-    results=bench/results.jsonl
 fi
 started=$(date -u +%Y-%m-%dT%H:%M:%S)
 
@@ -69,9 +71,7 @@ fi
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 "$PY" -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__)"
-for pkg in diffusers denoising_diffusion_pytorch; do
-    "$PY" -c "import $pkg" 2>/dev/null || echo "note: $pkg does not import here; its rows will be skipped"
-done
+"$PY" -c "import diffusers" 2>/dev/null || echo "note: diffusers does not import here; its rows will be skipped"
 
 run() {  # run NAME SECONDS COMMAND...: one measurement, its log kept, a hang cut off (its whole process group)
     local name=$1 limit=$2
@@ -83,51 +83,68 @@ run() {  # run NAME SECONDS COMMAND...: one measurement, its log kept, a hang cu
     tar -czf "$OUTDIR/logs.tgz" -C "$LOGS" .
 }
 
-mnist200() {  # mnist.toml for $seconds of training (the lr schedule is constant: steps only bound it), then scored
-    local run=/tmp/mnist200 sets=() kv
-    # checkpoints every 900 steps: the first is the autoguidance guide of the second evaluation
-    for kv in "${mnist[@]}" train.steps=1000000 train.sample_every=0 train.checkpoint_every=900 \
-              train.keep_checkpoints=100 train.log_every=200; do
-        sets+=(--set "$kv")
-    done
-    rm -rf "$run"
-    run mnist200_train $((seconds + 45)) "$PY" -m minidiffusion train --config mnist --out "$run" --no-progress "${sets[@]}"
-    run mnist200_evaluate 60 "$PY" -m minidiffusion evaluate --checkpoint "$run" --no-progress "${evaluate[@]}"
-    local guide
-    guide=$(ls "$run"/checkpoints/ckpt_*.json | head -1)
-    run mnist200_evaluate_guided 90 "$PY" -m minidiffusion evaluate --checkpoint "$run" --no-progress \
-        --guidance 2 --guide "$guide" "${evaluate[@]}"
-    run mnist200_sample 30 "$PY" -m minidiffusion sample --checkpoint "$run" --n 64 --no-progress \
-        --out "$OUTDIR/mnist200.png"
-    cp "$run/metrics.jsonl" "$OUTDIR/mnist200_metrics.jsonl"
+mnist200_both() {  # ours and diffusers side by side: two processes on the one GPU, the same $seconds
+    local best=()
+    [[ -s "$OUTDIR/best-mnist.json" ]] && best=(--best "$OUTDIR/best-mnist.json")
+    local note="ours and diffusers trained at the same time on this GPU, two processes"
+    echo; echo "== mnist200: ours and diffusers, ${seconds}s of training each, side by side"
+    timeout -k 5 $((seconds + 150)) "$PY" bench/mnist200.py --who ours --seconds "$seconds" "${best[@]}" \
+        "${mnist200[@]}" --samples "$OUTDIR/gpu-200s-ours.npz" --results "$results" --note "$note" \
+        > "$LOGS/mnist200_ours.log" 2>&1 &
+    local ours=$!
+    timeout -k 5 $((seconds + 150)) "$PY" bench/mnist200.py --who diffusers --seconds "$seconds" \
+        "${mnist200[@]}" --samples "$OUTDIR/gpu-200s-diffusers.npz" --results "$results" --note "$note" \
+        > "$LOGS/mnist200_diffusers.log" 2>&1 &
+    local theirs=$!
+    wait $ours || echo "!! mnist200 ours exited with $?"
+    wait $theirs || echo "!! mnist200 diffusers exited with $?"
+    tail -n 3 "$LOGS/mnist200_ours.log" "$LOGS/mnist200_diffusers.log"
+    tar -czf "$OUTDIR/logs.tgz" -C "$LOGS" .
 }
 
 for step in "${steps[@]}"; do
     case $step in
-        sweep) run sweep 100 "$PY" bench/quick_sweep.py "${sweep[@]}" --out /tmp/sweep --results "$OUTDIR/sweep.jsonl" ;;
-        mnist200) mnist200 ;;
-        train) run train 210 "$PY" bench/train_step.py --preset cifar10 --compile "${args[@]}" ;;
-        sample) run sample 120 "$PY" bench/sample_step.py --preset cifar10 --compile --cuda-graph "${args[@]}" ;;
-        mnist_speed) run mnist_speed 60 "$PY" bench/train_step.py --preset mnist "${args[@]}" ;;
-        levers) run levers 50 "$PY" bench/levers.py --preset cifar10 "${levers[@]}" ;;
-        *) echo "unknown step $step (sweep, mnist200, train, sample, mnist_speed, levers)"; exit 2 ;;
+        profile)
+            run profile_mnist 90 "$PY" bench/profile_step.py --preset mnist "${dev[@]}" --legacy --results "$results" \
+                $( (( smoke )) && echo --smoke )
+            run profile_cifar10 90 "$PY" bench/profile_step.py --preset cifar10 "${dev[@]}" --legacy \
+                --results "$results" $( (( smoke )) && echo --smoke ) ;;
+        mnist_speed)
+            run mnist_speed 150 "$PY" bench/train_step.py --preset mnist-flow --anchors diffusers \
+                --ours "$mnist_variants" --best "$OUTDIR/best-mnist.json" "${args[@]}" --results "$results" ;;
+        mnist200) mnist200_both ;;
+        train)
+            run train 240 "$PY" bench/train_step.py --preset cifar10 --anchors diffusers --compile \
+                --ours eager-cl,eager-contiguous,ro-cl "${args[@]}" --results "$results" ;;
+        sample)
+            run sample 120 "$PY" bench/sample_step.py --preset cifar10 --anchors diffusers --compile --cuda-graph \
+                "${args[@]}" --results "$results" ;;
+        *) echo "unknown step $step (profile, mnist_speed, mnist200, train, sample)"; exit 2 ;;
     esac
 done
 
-# this run's records alone, to append to bench/results.jsonl where the repository lives
-"$PY" - "$results" "$started" > "$OUTDIR/new_results.jsonl" <<'PYEOF'
+echo; echo "== summary (this run's records: $results)"
+"$PY" - "$results" "$started" <<'PYEOF'
 import json, os, sys
-for line in open(sys.argv[1]) if os.path.exists(sys.argv[1]) else ():
-    if line.strip() and json.loads(line)["date"] >= sys.argv[2]:
-        print(line, end="")
+path, since = sys.argv[1:]
+records = [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
+records = [r for r in records if r.get("date", "") >= since[:10]]
+for r in records:
+    if r["name"].startswith("profile"):
+        print(f"{r['name']:<16} {'legacy' if r['legacy'] else 'now':<7} {r['ms_per_step']:>8.2f} ms/step "
+              f"{r['launches_per_step']:>7.0f} launches {r['syncs_per_step']:>5.1f} waits "
+              f"{r['sync_calls_per_step']:>5.1f} sync calls  top: {r['top'][0]['op'] if r['top'] else '-'}")
+for r in records:
+    if "anchor" in r:
+        mfu = r.get("mfu") or {}
+        print(f"{r['name']:<16} vs {r['anchor']:<10} {r['theirs_settings']:<34} ours {r['ours']:>10,.1f} "
+              f"theirs {r['theirs']:>10,.1f} {r['unit']:<10} ratio {r['ratio']:.2f} paired {r['ratio_paired']:.2f}"
+              f"  ours: {r['ours_settings']}  MFU {mfu.get('ours', 0):.1%}/{mfu.get('theirs', 0):.1%}")
+for r in records:
+    if r["name"] == "mnist in seconds":
+        unguided = r.get("unguided") or {}
+        print(f"mnist {r['seconds']:g}s {r['who']:<10} steps {r['train_steps']:>6} img/s {r['img_per_s'] or 0:>8,.0f} "
+              f"confident {r['confident']:.3f} FID {r['fid_classifier']:.2f} H {r['entropy_bits']:.3f} "
+              f"NFE {r['nfe']} ({r['sampler']})"
+              + (f" | unguided {unguided['confident']:.3f} / {unguided['fid_classifier']:.2f}" if unguided else ""))
 PYEOF
-echo; echo "== summary (records since $started; also in $OUTDIR/new_results.jsonl)"
-"$PY" bench/summary.py --results "$results" --since "$started"
-if [[ -s "$OUTDIR/sweep.jsonl" ]]; then
-    echo; echo "== quick sweep (confident fraction of 1,000 classifier-scored samples)"
-    "$PY" - "$OUTDIR/sweep.jsonl" <<'PYEOF'
-import json, sys
-for r in sorted((json.loads(l) for l in open(sys.argv[1])), key=lambda r: -r["confident"]):
-    print(f"{r['variant']:14} {r['sampler']:9} steps {r['steps']:6} params {r['params']:9,} {r['confident']:.3f}")
-PYEOF
-fi

@@ -9,12 +9,12 @@ ratio after / before says whether it pays (> 1) on this machine. Levers:
 - ``schedule_tables``: the loss indexes √ᾱ_t, √(1-ᾱ_t) and the Min-SNR weight from tables kept on the device
   (``Schedule.coefficient``, ``Schedule.cached``) instead of copying a float64 table from the host two or three
   times a step (``Schedule.at``).
-- ``host_sync``: the step as it is without the two ``bool(isfinite(...))`` checks train.py makes (each waits
-  for the GPU) — what a sync-free non-finite check would buy.
+- ``host_sync``: the step with its skip flag read back every step (a wait for the GPU, as the loop did before
+  2026-12-04) against the step as the loop now takes it (the flags read every ``train.log_every`` steps).
 - ``flush_denormal``: ``torch.set_flush_denormal(True)`` (CPU only).
 - ``channels_last``: our model and batch in channels_last.
 - ``threads``: one thread instead of torch's default (CPU only; on a shared machine this is what matters).
-- ``cudnn_benchmark``: ``torch.backends.cudnn.benchmark = True`` (CUDA; train.py leaves it off today).
+- ``cudnn_benchmark``: ``torch.backends.cudnn.benchmark = True`` (CUDA; training turns it on).
 - ``compile``: ``torch.compile`` of our model (the first call, compilation, is reported apart).
 """
 
@@ -74,11 +74,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     (ours,), _ = common.build_models(cfg, [], "auto")
     default_threads = torch.get_num_threads()
 
-    def row(label: str, settings: common.Settings, loss_fn=common.diffusion_loss, before=None, after=None,
+    def row(label: str, settings: common.Settings, loss_fn=None, before=None, after=None,
             sync: bool = False) -> common.Contender:
-        # sync: the step as training takes it, with its finiteness check (two host reads of device values)
-        step = common.TrainStep(ours.net, cfg, settings, loss_fn=loss_fn, check_finite=sync)
-        x0, t, noise = common.random_batch(batch, channels, side, args.device, channels_last=settings.channels_last)
+        # sync: the step's skip flag read back every step (a wait for the device)
+        step = common.TrainStep(ours.net, cfg, settings, loss_fn=loss_fn, sync=sync)
+        x0, t, noise = common.random_batch(batch, channels, side, args.device, channels_last=settings.channels_last,
+                                           objective=step.objective)
 
         def run():
             if before:
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             pairs.append((lever, row("Schedule.at per step", base, legacy_diffusion_loss),
                           row("coefficient tables", base)))
         elif lever == "host_sync":
-            pairs.append((lever, row("2 host syncs per step", base, sync=True), row("no host sync", base)))
+            pairs.append((lever, row("a host sync per step", base, sync=True), row("no host sync", base)))
         elif lever == "flush_denormal":
             pairs.append((lever, row("denormals kept", base, before=lambda: torch.set_flush_denormal(False)),
                           row("flush denormals", base, before=lambda: torch.set_flush_denormal(True),

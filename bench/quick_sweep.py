@@ -108,7 +108,7 @@ def speed(name: str, device: str, steps: int) -> dict:
     settings = Settings(device=device, channels_last=cfg.train.channels_last)
     step = TrainStep(build_model(cfg.model, 1, 28), cfg, settings)
     b = cfg.train.batch_size
-    batch = random_batch(b, 1, 28, device, channels_last=settings.channels_last)
+    batch = random_batch(b, 1, 28, device, channels_last=settings.channels_last, objective=step.objective)
     for _ in range(3):
         step(*batch)
     rates = []

@@ -14,10 +14,12 @@ RESULTS = Path(__file__).resolve().parent / "results.jsonl"
 
 
 def load(path: Path, since: str = "") -> list[dict]:
+    """The speed comparisons of ``path`` (records with an anchor), dated at or after ``since``. Quality records
+    (frontier, quickstart, long runs, MNIST in seconds) and profiles have no anchor: RESULTS.md tabulates those."""
     if not path.is_file():
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r.get("date", "") >= since]
+    return [r for r in records if r.get("date", "") >= since and "anchor" in r]
 
 
 def newest(records: list[dict]) -> list[dict]:

@@ -19,6 +19,10 @@ import common
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = common.arguments(__doc__.splitlines()[0], {"help": "the preset's train.batch_size"})
+    parser.add_argument("--ours", help="our rows instead of the preset's (and its compiled one with --compile): "
+                                       "comma-separated layout-mode pairs from " + ", ".join(common.VARIANTS))
+    parser.add_argument("--best", type=common.Path, help="write our fastest row's settings here (JSON), as "
+                                                         "train.* overrides")
     args = parser.parse_args(argv)
     cfg = common.setup(args)
     ours = common.resolve(args, cfg)
@@ -30,8 +34,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # rows: ours as the preset runs it, each anchor as its users run it; with --compile, the compiled ones too
     rows = []
     for m in models:
-        if m.anchor is None:
-            rows.append((m, replace(ours, compile=cfg.train.compile and not args.compile)))
+        if m.anchor is None and args.ours:
+            rows += [(m, common.variant(ours, v)) for v in args.ours.split(",")]
+        elif m.anchor is None:
+            rows.append((m, replace(ours, compile=cfg.train.compile and not args.compile,
+                                    compile_mode=cfg.train.compile_mode)))
             if args.compile:
                 rows.append((m, replace(ours, compile=True)))
         else:
@@ -39,16 +46,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     contenders = []
     for m, settings in rows:
         step = common.TrainStep(m.net, cfg, settings)
-        x0, t, noise = common.random_batch(batch, channels, side, args.device, channels_last=settings.channels_last)
+        x0, t, noise = common.random_batch(batch, channels, side, args.device, channels_last=settings.channels_last,
+                                           objective=step.objective)
         contenders.append(common.Contender(m, settings, run=lambda s=step, a=(x0, t, noise): s(*a), images=batch))
 
     def flops(c: common.Contender) -> float:
         step = common.TrainStep(c.model.net, cfg, replace(c.settings, compile=False))
-        x0, t, noise = common.random_batch(batch, channels, side, args.device)
+        x0, t, noise = common.random_batch(batch, channels, side, args.device, objective=step.objective)
         return common.flops_per_image(lambda: step.loss(x0, t, noise).mean().backward(), batch)
 
     name = f"train {args.preset}"
-    return common.run(args, name, "img/s", contenders, models, notes, flops, common.AMP[ours.precision])
+    records = common.run(args, name, "img/s", contenders, models, notes, flops, common.AMP[ours.precision])
+    if args.best:
+        common.write_best(args.best, [c for c in contenders if c.model.anchor is None and c.rates])
+    return records
 
 
 if __name__ == "__main__":

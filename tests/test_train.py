@@ -46,15 +46,20 @@ def test_train_step_called_alone_is_the_loop(folder, tmp_path):
     order, total = BatchOrder(len(data), cfg.train.batch_size, cfg.train.seed), cfg.train.steps
     for s in range(total):
         x0, t, noise = draw_batch(cfg, step.objective, data.tensor[order.indices(s)], s, slice(None), flip=True)
-        losses, taken = step(x0, t, noise, s, lr_at(cfg, s, total))
-        assert taken and losses.shape == (cfg.train.batch_size,)
+        losses, nonfinite = step(x0, t, noise, s, lr_at(cfg, s, total))
+        assert not nonfinite and losses.shape == (cfg.train.batch_size,)
     for prefix, net in (("model", step.model), ("ema", step.ema)):
         for k, v in net.state_dict().items():
             assert torch.equal(final.state_dict(prefix)[k], v), (prefix, k)
-    # and the trainer's finiteness check: a NaN batch is skipped, weights and EMA untouched
-    before = {k: v.clone() for k, v in step.model.state_dict().items()}
-    _, taken = step(torch.full_like(x0, float("nan")), t, noise, total)
-    assert not taken and all(torch.equal(before[k], v) for k, v in step.model.state_dict().items())
+    # and the trainer's finiteness check: a NaN batch is skipped on the device, weights, EMA and AdamW's state untouched
+    def everything():
+        nets = [v for net in (step.model, step.ema) for v in net.state_dict().values()]
+        return [v.clone() for v in nets + [v for state in step.optimizer.state.values() for v in state.values()]]
+
+    before = everything()
+    _, nonfinite = step(torch.full_like(x0, float("nan")), t, noise, total)
+    assert nonfinite.dtype == torch.bool and bool(nonfinite)
+    assert all(torch.equal(a, b) for a, b in zip(before, everything(), strict=True))
 
 
 def test_resume_reproduces_the_uninterrupted_run(folder, tmp_path):

@@ -98,6 +98,9 @@ class TrainConfig:
     precision: str = _opt("fp32", choices=("fp32", "bf16", "fp16"), help="autocast dtype")
     channels_last: bool = _opt(False, help="channels_last memory format")
     compile: bool = _opt(False, help="torch.compile the model")
+    compile_mode: str = _opt("default", choices=("default", "reduce-overhead", "max-autotune",
+                                                 "max-autotune-no-cudagraphs"),
+                             help="torch.compile's mode with train.compile (reduce-overhead: CUDA graphs)")
     time_limit: float = _opt(0.0, min=0.0, help="seconds of training after which the run ends early, with its "
                                                 "final checkpoint and samples; 0 = none (the lr still follows steps)")
     fit_time_limit: bool = _opt(False, help="end the lr schedule within train.time_limit: after a tenth of it, the "
@@ -250,7 +253,8 @@ def _check_combinations(cfg: Config, where: str) -> None:
 # Keys a resumed run may change freely: how long, how often, where, how fast; not what is learned or how.
 RESUMABLE_CHANGES = {
     "train": {"steps", "epochs", "time_limit", "fit_time_limit", "log_every", "sample_every", "checkpoint_every",
-              "keep_checkpoints", "eval_every", "eval_n", "log", "device", "compile", "channels_last", "max_nonfinite"},
+              "keep_checkpoints", "eval_every", "eval_n", "log", "device", "compile", "compile_mode", "channels_last",
+              "max_nonfinite"},
     "data": {"root", "num_workers", "in_memory"},
     "sample": {f.name for f in dataclasses.fields(SampleConfig)},
 }

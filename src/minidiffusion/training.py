@@ -57,17 +57,20 @@ def mix_seed(*parts: int) -> int:
 
 
 class BatchOrder:
-    """Which dataset items form the global batch of step s: epoch e is randperm(n) seeded by (seed, e)."""
+    """Which dataset items form the global batch of step s: epoch e is randperm(n) seeded by (seed, e).
 
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+    The permutations are drawn on the CPU and kept on ``device``, so that a step's indices are sliced where the
+    images are: no host-to-device copy (and so no wait on the GPU) per step."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device: str | torch.device = "cpu"):
+        self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, device
         self._cache: dict[int, torch.Tensor] = {}
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._cache:
             self._cache = {e: p for e, p in self._cache.items() if e >= epoch - 1}
             g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
-            self._cache[epoch] = torch.randperm(self.n, generator=g)
+            self._cache[epoch] = torch.randperm(self.n, generator=g).to(self.device)
         return self._cache[epoch]
 
     def indices(self, step: int) -> torch.Tensor:
@@ -107,11 +110,12 @@ def lr_at(cfg: Config, step: int, total: int) -> float:
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
-    """EMA of the weights, in place; the effective decay warms up as min(decay, (1+s)/(10+s))."""
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int, skip: torch.Tensor | None = None) -> None:
+    """EMA of the weights, in place; the effective decay warms up as min(decay, (1+s)/(10+s)). ``skip``: a bool on
+    the device, True to leave the EMA as it is (a skipped step), decided there without a wait."""
     d = min(decay, (1 + step) / (10 + step))
-    ema_params = [p for p in ema.parameters()]
-    torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - d)
+    weight = 1.0 - d if skip is None else (~skip) * (1.0 - d)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], weight)
 
 
 @dataclass
@@ -139,24 +143,25 @@ class TrainStep:
     """One optimizer step: the objective's loss under autocast, backward, gradient clipping, AdamW, EMA. A step whose
     loss (summed over the ranks of ``world``) or gradient is not finite is skipped on every rank alike.
 
-    ``model`` is trained in place; ``net`` is what the forward pass calls (``model`` wrapped by DDP or
-    ``torch.compile``; default ``model``). ``loss`` replaces the objective's (``(net, x0, t, noise) -> (b,)``).
-    ``check_finite=False`` drops the finiteness check (two host reads of device values per step): the benchmarks
-    time the step without it.
+    Nothing in a step waits for the GPU: whether to skip is decided on the device (the fused AdamW takes it as
+    ``found_inf``, the EMA as a zero weight) and returned as a bool tensor there, which the loop reads only every
+    few steps (``_Window.settle``). ``model`` is trained in place; ``net`` is what the forward pass calls (``model``
+    wrapped by DDP or ``torch.compile``; default ``model``). ``loss`` replaces the objective's
+    (``(net, x0, t, noise) -> (b,)``).
     """
 
     def __init__(self, model: nn.Module, cfg: Config, device: str, *, net: nn.Module | None = None,
-                 world: distributed.World | None = None, loss=None, check_finite: bool = True):
-        self.model, self.net, self.world = model, net or model, world or distributed.World()
+                 world: distributed.World | None = None, loss=None):
+        self.model, self.world = model, world or distributed.World()
+        self.net = model if net is None else net  # not `net or model`: that asks a compiled module for its len()
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
         self.objective = make_objective(cfg.diffusion)
         self.loss_fn = loss or self.objective.loss
-        self.check_finite = check_finite
         self.grad_clip, self.ema_decay = cfg.train.grad_clip or math.inf, cfg.train.ema_decay
-        fused = device.startswith("cuda")
+        # fused on every device: one kernel for all parameters, and it can skip a step on the device (found_inf)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                           betas=(0.9, cfg.train.adam_beta2), fused=fused or None)
-        self.device_type = "cuda" if fused else "cpu"
+                                           betas=(0.9, cfg.train.adam_beta2), fused=True)
+        self.device_type = torch.device(device).type
         self.amp = AUTOCAST[cfg.train.precision]
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=cfg.train.precision == "fp16")
 
@@ -166,11 +171,14 @@ class TrainStep:
             return self.loss_fn(self.net, x0, t, noise)
 
     def __call__(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, step: int,
-                 lr: float | None = None) -> tuple[torch.Tensor, bool]:
-        """Step ``step`` at learning rate ``lr`` (None: unchanged) -> (per-example losses, whether it was taken)."""
+                 lr: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step ``step`` at learning rate ``lr`` (None: unchanged) -> (per-example losses, ``nonfinite``: a bool on
+        the device, True when the step was skipped for a non-finite loss or gradient)."""
         if lr is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+        if self.device_type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # a new step for compile's CUDA graphs (reduce-overhead)
         losses = self.loss(x0, t, noise)
         loss = losses.mean()
         self.scaler.scale(loss).backward()  # under DDP, returns once the gradients are averaged over the ranks
@@ -178,14 +186,20 @@ class TrainStep:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         # Skipping is decided on the loss summed over the ranks, so that all skip together: a rank that stepped
         # its optimizer or EMA alone would leave the others' weights behind for good.
-        finite = not self.check_finite or (bool(torch.isfinite(distributed.all_sum(loss.detach(), self.world)))
-                                           and (bool(torch.isfinite(grad_norm)) or self.scaler.is_enabled()))
-        if finite:
-            self.scaler.step(self.optimizer)  # with fp16, skips the step itself when the scaled grads overflowed
-            self.scaler.update()
-            ema_update(self.ema, self.model, self.ema_decay, step)
+        nonfinite = ~torch.isfinite(distributed.all_sum(loss.detach(), self.world))
+        overflow = ~torch.isfinite(grad_norm)
+        if not self.scaler.is_enabled():
+            nonfinite |= overflow  # with fp16 an overflow is the scaler's business: skipped, not reported
+        skip = nonfinite | overflow
+        self.optimizer.found_inf = skip.float()  # read by the fused AdamW, as GradScaler passes it
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf
+        self.scaler.update()  # with fp16: backs off after an overflow that unscale_ recorded
+        ema_update(self.ema, self.model, self.ema_decay, step, skip)
         self.optimizer.zero_grad(set_to_none=True)
-        return losses.detach(), finite
+        return losses.detach(), nonfinite
 
 
 def draw_batch(cfg: Config, objective, pixels: torch.Tensor, step: int, rank_slice: slice, flip: bool,
@@ -259,8 +273,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
     memory_format = _wrap(step_fn, cfg, world, device)
     rank_slice = slice(world.rank * (cfg.train.batch_size // world.size),
                        (world.rank + 1) * (cfg.train.batch_size // world.size))
-    batches = _batches(data, BatchOrder(len(data), cfg.train.batch_size, cfg.train.seed), state.step, total,
-                       rank_slice, device, cfg)
+    batches = _batches(data, cfg, state.step, total, rank_slice, device)
     flip = data.flip and cfg.data.flip != "no"
     _log_start(cfg, data, model, device, world, state.step, total)
 
@@ -274,12 +287,8 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
         x0, t, noise = draw_batch(cfg, step_fn.objective, next(batches), step, rank_slice, flip, memory_format)
         torch.manual_seed(mix_seed(cfg.train.seed, step, 2, world.rank))  # dropout
         lr = lr_at(cfg, step, total)
-        losses, taken = step_fn(x0, t, noise, step, lr)
-        if taken:
-            state.nonfinite_in_a_row = 0
-            window.add(losses, step_fn.objective.position(t))
-        else:
-            _skipped(step, state, cfg, world, logger)
+        losses, nonfinite = step_fn(x0, t, noise, step, lr)
+        window.add(step, losses, step_fn.objective.position(t), nonfinite)
         state.step += 1
         bar.update(1)
         if guide is None and guide_step is not None and state.step <= guide_step and (
@@ -295,7 +304,10 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
 
         out_of_time = clock.passed(cfg.train.time_limit, state.step)
         last = state.step == total or out_of_time
-        if (state.step % cfg.train.log_every == 0 or last) and window.count:
+        log_now = state.step % cfg.train.log_every == 0 or last
+        if log_now or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
+            _settle(window, state, cfg, world, logger)  # the one read of the steps' skip flags since the last
+        if log_now and window.count:
             _log_line(state.step, lr, window, clock, world, logger, bar)
         if last or (cfg.train.sample_every and state.step % cfg.train.sample_every == 0):
             _draw_grid(cfg, out, step_fn.ema, guide, data, device, world, logger, state.step, bar if last else None)
@@ -369,7 +381,9 @@ def _wrap(step_fn: TrainStep, cfg: Config, world: distributed.World, device: str
     if world.distributed:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[world.local_rank] if device.startswith("cuda")
                                                   else None)
-    step_fn.net = torch.compile(net) if cfg.train.compile else net
+    step_fn.net = torch.compile(net, mode=cfg.train.compile_mode) if cfg.train.compile else net
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN times its algorithms once, keeps the best
     return memory_format
 
 
@@ -382,16 +396,21 @@ def _log_start(cfg: Config, data: ImageDataset, model: nn.Module, device: str, w
                  cfg.train.batch_size // world.size, world.size, start, total)
 
 
-def _skipped(step: int, state: RunState, cfg: Config, world: distributed.World, logger: MetricsLogger) -> None:
-    """A non-finite step was skipped: say so, and stop after train.max_nonfinite in a row."""
-    state.nonfinite_in_a_row += 1
-    if world.is_main:
-        log.warning("step %d: non-finite loss or gradient, step skipped", step)
-        logger.log({"step": step, "skipped": "non-finite"})
-    if state.nonfinite_in_a_row >= cfg.train.max_nonfinite:
-        raise distributed.EveryRankError(
-            f"{state.nonfinite_in_a_row} non-finite steps in a row (last at step {step}); last good "
-            f"checkpoint: {state.last_checkpoint}", quiet=not world.is_main)
+def _settle(window: _Window, state: RunState, cfg: Config, world: distributed.World, logger: MetricsLogger) -> None:
+    """Read the skip flags of the steps since the last read (one wait for the device): log each skipped step, and
+    stop after train.max_nonfinite in a row. A skipped step changed nothing, so finding it late loses nothing."""
+    for step, skipped in window.settle():
+        if not skipped:
+            state.nonfinite_in_a_row = 0
+            continue
+        state.nonfinite_in_a_row += 1
+        if world.is_main:
+            log.warning("step %d: non-finite loss or gradient, step skipped", step)
+            logger.log({"step": step, "skipped": "non-finite"})
+        if state.nonfinite_in_a_row >= cfg.train.max_nonfinite:
+            raise distributed.EveryRankError(
+                f"{state.nonfinite_in_a_row} non-finite steps in a row (last at step {step}); last good "
+                f"checkpoint: {state.last_checkpoint}", quiet=not world.is_main)
 
 
 def _log_line(step: int, lr: float, window: _Window, clock: _Clock, world: distributed.World,
@@ -507,27 +526,44 @@ class _Clock:
 
 
 class _Window:
-    """Loss statistics since the last log line, kept on the device (no sync per step)."""
+    """Loss statistics since the last log line, kept on the device, and the steps' skip flags, read only by
+    ``settle`` (no wait for the device per step)."""
 
     def __init__(self, device: str):
         self.device = device
+        self.pending: list[tuple[int, torch.Tensor]] = []  # (step, nonfinite) not read yet
         self.reset()
 
     def reset(self) -> None:
         self.sums = torch.zeros(4, device=self.device, dtype=torch.float64)
         self.counts = torch.zeros(4, device=self.device, dtype=torch.float64)
-        self.images = 0
+        self.images = 0  # in the steps taken, known once settled
+        self._unsettled_images = 0
 
     @property
     def count(self) -> int:
         return self.images
 
-    def add(self, losses: torch.Tensor, position: torch.Tensor) -> None:
-        """``position``: each example's noise level between clean (0) and pure noise (1)."""
+    def add(self, step: int, losses: torch.Tensor, position: torch.Tensor, nonfinite: torch.Tensor) -> None:
+        """``position``: each example's noise level between clean (0) and pure noise (1); a ``nonfinite`` step's
+        losses are left out."""
         quartile = (position * 4).long().clamp(0, 3)
-        self.sums.index_add_(0, quartile, losses.double())
-        self.counts.index_add_(0, quartile, torch.ones_like(losses, dtype=torch.float64))
-        self.images += len(losses)
+        taken = (~nonfinite).double()
+        self.sums.index_add_(0, quartile, torch.where(nonfinite, 0.0, losses.double()))
+        self.counts.index_add_(0, quartile, taken.expand(len(losses)))
+        self.pending.append((step, nonfinite))
+        self._unsettled_images += len(losses)
+
+    def settle(self) -> list[tuple[int, bool]]:
+        """(step, whether it was skipped) for every step added since the last call, in order: one read."""
+        if not self.pending:
+            return []
+        flags = torch.stack([flag for _, flag in self.pending]).tolist()
+        settled = [(step, bool(flag)) for (step, _), flag in zip(self.pending, flags)]
+        per_step = self._unsettled_images // len(self.pending)
+        self.images += per_step * sum(not flag for _, flag in settled)
+        self.pending, self._unsettled_images = [], 0
+        return settled
 
     def summary(self, world: distributed.World | None = None) -> dict:
         """Mean loss, overall and per timestep quartile; summed over the ranks of ``world`` (a collective)."""
@@ -540,14 +576,16 @@ class _Window:
         return out
 
 
-def _batches(data: ImageDataset, order: BatchOrder, start: int, total: int, rank_slice: slice, device: str,
-             cfg: Config) -> Iterator[torch.Tensor]:
+def _batches(data: ImageDataset, cfg: Config, start: int, total: int, rank_slice: slice,
+             device: str) -> Iterator[torch.Tensor]:
     """This rank's uint8 batch for each step from ``start``: indexed on the device when the set is in memory."""
     if data.tensor is not None:
         images = data.tensor.to(device)
+        order = BatchOrder(len(data), cfg.train.batch_size, cfg.train.seed, device)
         for step in range(start, total):
-            yield images[order.indices(step)[rank_slice].to(device)]
+            yield images[order.indices(step)[rank_slice]]
         return
+    order = BatchOrder(len(data), cfg.train.batch_size, cfg.train.seed)
     loader = torch.utils.data.DataLoader(data, batch_sampler=StepSampler(order, start, total, rank_slice),
                                          num_workers=cfg.data.num_workers, pin_memory=device.startswith("cuda"),
                                          persistent_workers=False)
