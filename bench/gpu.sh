@@ -44,7 +44,7 @@ if (( smoke )); then
 else
     dev=(--device cuda)
     args=(--device cuda --precision bf16 --rounds 5)
-    mnist_variants=eager-cl,eager-contiguous,ro-cl,ro-contiguous
+    mnist_variants=${MNIST_VARIANTS:-eager-cl,eager-contiguous,ro-cl,ro-contiguous}
     mnist200=(--device cuda)
     seconds=200
 fi
@@ -77,8 +77,10 @@ run() {  # run NAME SECONDS COMMAND...: one measurement, its log kept, a hang cu
     local name=$1 limit=$2
     shift 2
     echo; echo "== $name (at most ${limit}s)"
-    timeout -k 5 "$limit" "$@" 2>&1 | tee "$LOGS/$name.log"
-    local rc=${PIPESTATUS[0]}
+    # into a file, not through a pipe: compile workers outliving a killed run would hold a pipe open forever
+    timeout -k 5 "$limit" "$@" > "$LOGS/$name.log" 2>&1
+    local rc=$?
+    grep -v '^USDT:' "$LOGS/$name.log"
     (( rc == 0 )) || echo "!! $name exited with $rc"
     tar -czf "$OUTDIR/logs.tgz" -C "$LOGS" .
 }
@@ -104,13 +106,16 @@ mnist200_both() {  # ours and diffusers side by side: two processes on the one G
 
 for step in "${steps[@]}"; do
     case $step in
+        profile_mnist)
+            run profile_mnist 90 "$PY" bench/profile_step.py --preset mnist "${dev[@]}" --legacy --results "$results" \
+                $( (( smoke )) && echo --smoke ) ;;
         profile)
             run profile_mnist 90 "$PY" bench/profile_step.py --preset mnist "${dev[@]}" --legacy --results "$results" \
                 $( (( smoke )) && echo --smoke )
             run profile_cifar10 90 "$PY" bench/profile_step.py --preset cifar10 "${dev[@]}" --legacy \
                 --results "$results" $( (( smoke )) && echo --smoke ) ;;
         mnist_speed)
-            run mnist_speed 150 "$PY" bench/train_step.py --preset mnist-flow --anchors diffusers \
+            run mnist_speed "${MNIST_SPEED_LIMIT:-150}" "$PY" bench/train_step.py --preset mnist-flow --anchors diffusers \
                 --ours "$mnist_variants" --best "$OUTDIR/best-mnist.json" "${args[@]}" --results "$results" ;;
         mnist200) mnist200_both ;;
         train)

@@ -78,10 +78,12 @@ def profile(args: argparse.Namespace, legacy: bool) -> dict:
     batches = _batches(data, cfg, 0, total, slice(None), args.device)
     window = _Window(args.device)
 
+    resident = data.tensor.to(args.device)
+
     def one(step: int) -> None:
         pixels = next(batches)
         if legacy:  # the indices as they came before: from the host, a synchronous copy
-            pixels = data.tensor.to(args.device)[torch.randperm(len(data))[:cfg.train.batch_size].to(args.device)]
+            pixels = resident[torch.randperm(len(data))[:cfg.train.batch_size].to(args.device)]
         x0, t, noise = draw_batch(cfg, step_fn.objective, pixels, step, slice(None), False, fmt)
         torch.manual_seed(mix_seed(cfg.train.seed, step, 2, 0))
         losses, nonfinite = step_fn(x0, t, noise, step, 1e-4)
@@ -139,6 +141,10 @@ def profile(args: argparse.Namespace, legacy: bool) -> dict:
     print(f"  {record['ms_per_step']} ms/step ({record['img_per_s']:,} img/s under the profiler), "
           f"{launches:.0f} kernel launches/step, {syncs:.1f} host waits/step (runtime events), "
           f"{sync_calls:.1f} synchronizing calls/step (sync debug mode)")
+    where = sorted({f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)})
+    record["sync_sources"] = where
+    for place in where:
+        print(f"  a synchronizing call from {place}")
     print(f"  {'operator':<52} {'ms/step':>8} {'share':>6} {'calls/step':>10}")
     for row in top:
         print(f"  {row['op'][:52]:<52} {row['ms_per_step']:>8.3f} {row['share']:>6.1%} {row['calls_per_step']:>10}")

@@ -110,12 +110,16 @@ def lr_at(cfg: Config, step: int, total: int) -> float:
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int, skip: torch.Tensor | None = None) -> None:
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int, skip: torch.Tensor) -> None:
     """EMA of the weights, in place; the effective decay warms up as min(decay, (1+s)/(10+s)). ``skip``: a bool on
     the device, True to leave the EMA as it is (a skipped step), decided there without a wait."""
     d = min(decay, (1 + step) / (10 + step))
-    weight = 1.0 - d if skip is None else (~skip) * (1.0 - d)
-    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], weight)
+    averages, params = list(ema.parameters()), [p.detach() for p in model.parameters()]
+    # ema += (1 - d) (p - ema), the weight 0 on a skipped step: a lerp with a tensor weight would read it on the
+    # host (a wait for the GPU, seen in bench/profile_step.py on an H200)
+    steps = torch._foreach_sub(params, averages)
+    torch._foreach_mul_(steps, (~skip) * (1.0 - d))
+    torch._foreach_add_(averages, steps)
 
 
 @dataclass
