@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from minidiffusion.config import DataConfig
-from minidiffusion.data import ImageDataset, cifar, default_root, download, idx, load_dataset
+from minidiffusion.data import DATASETS, ImageDataset, cifar, default_root, download, idx, load_dataset
 from minidiffusion.errors import UserError
 
 REPO_MNIST = Path(__file__).resolve().parents[1] / "data" / "mnist"
@@ -420,12 +420,80 @@ def test_flip_resolution(tmp_path):
 
 def test_image_dataset_from_a_tensor():
     images = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
-    ds = ImageDataset("synthetic", images, labels=torch.arange(5))
+    ds = ImageDataset("synthetic", images, labels=torch.arange(5), classes="abcde")
     assert (len(ds), ds.channels, ds.image_size) == (5, 3, 8) and torch.equal(ds[2], images[2])
+    image, label = ds.labelled(3)
+    assert torch.equal(image, images[3]) and (label, ds.classes[label]) == (3, "d")
     with pytest.raises(ValueError):
         ImageDataset("bad", images.float())
     with pytest.raises(ValueError):
-        ImageDataset("bad", images, labels=torch.arange(4))
+        ImageDataset("bad", images, labels=torch.arange(4), classes="abcde")
+    with pytest.raises(ValueError, match="come together"):
+        ImageDataset("bad", images, labels=torch.arange(5))
+    with pytest.raises(ValueError, match=r"outside 0\.\.3"):
+        ImageDataset("bad", images, labels=torch.arange(5), classes="abcd")
+    with pytest.raises(UserError, match="no class labels"):
+        ImageDataset("plain", images).labelled(0)
+
+
+# -- class labels ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "cifar10"])
+def test_datasets_name_their_ten_classes(tmp_path, name):
+    made = make_cifar(tmp_path) if name == "cifar10" else make_idx_dataset(tmp_path)
+    ds = load_dataset(DataConfig(name=name, root=str(tmp_path)), "test")
+    assert len(ds.classes) == 10 and ds.classes == DATASETS[name].classes
+    assert ds.labels.tolist() == made["test"][1].tolist()
+    assert {"mnist": "7", "fashion-mnist": "Sneaker", "cifar10": "horse"}[name] == ds.classes[7]
+
+
+def make_classes(root: Path, counts: dict[str, int]) -> None:
+    """One subfolder per class (a class may hold a nested folder), each image a flat grey of its class index."""
+    for k, (name, count) in enumerate(counts.items()):
+        for i in range(count):
+            folder = root / name / ("nested" if i % 2 else "")
+            folder.mkdir(parents=True, exist_ok=True)
+            solid((12, 12), 40 * k, "L").save(folder / f"{i}.png")
+
+
+@pytest.mark.parametrize("in_memory", ["yes", "no"])
+def test_class_subfolders_label_a_folder(tmp_path, in_memory):
+    make_classes(tmp_path, {"zebra": 2, "ant": 3, "cat": 1})
+    (tmp_path / "ant" / "broken.png").write_bytes(b"not a png")  # skipped: the labels of the rest stay right
+    cfg = DataConfig(name="folder", root=str(tmp_path), image_size=8, channels=1, in_memory=in_memory)
+    ds = load_dataset(cfg, labelled=True)
+    assert ds.classes == ("ant", "cat", "zebra")  # sorted names, not the order of creation
+    grey = {"zebra": 0, "ant": 40, "cat": 80}
+    pairs = [ds.labelled(i) for i in range(len(ds))]
+    # decoded up front the broken file is left out; read on demand it is replaced by the next file (another ant)
+    ants = 3 if in_memory == "yes" else 4
+    assert sorted(ds.classes[label] for _, label in pairs) == ["ant"] * ants + ["cat"] + ["zebra"] * 2
+    for image, label in pairs:  # every image comes with its own class
+        assert int(image.float().mean().round()) == grey[ds.classes[label]]
+    # not asked for labels, the same folder is just its images, whatever the layout
+    plain = load_dataset(DataConfig(name="folder", root=str(tmp_path), image_size=8, channels=1))
+    assert (plain.classes, plain.labels) == ((), None) and len(plain) == 6
+
+
+def test_class_folder_layout_errors(tmp_path):
+    def folder_at(root: Path) -> DataConfig:
+        return DataConfig(name="folder", root=str(root), image_size=8)
+
+    make_classes(tmp_path / "mixed", {"a": 1, "b": 1})
+    solid((8, 8), 0, "L").save(tmp_path / "mixed" / "loose.png")
+    with pytest.raises(UserError, match=r"both at its top \(loose.png\) and in subfolders \(a/0.png\)"):
+        load_dataset(folder_at(tmp_path / "mixed"), labelled=True)
+
+    make_classes(tmp_path / "empty", {"a": 1, "b": 1})
+    (tmp_path / "empty" / "c").mkdir()
+    (tmp_path / "empty" / "c" / "readme.txt").write_text("no images here")
+    with pytest.raises(UserError, match=r"class folder .*empty/c holds no images"):
+        load_dataset(folder_at(tmp_path / "empty"), labelled=True)
+
+    (tmp_path / "flat").mkdir()
+    solid((8, 8), 0, "L").save(tmp_path / "flat" / "x.png")
+    with pytest.raises(UserError, match="flat folder: put the images in one subfolder per class"):
+        load_dataset(folder_at(tmp_path / "flat"), labelled=True)
 
 
 def test_unknown_split():

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from .cifar import load_cifar10
 from .download import cache_dir
-from .folder import FolderImages, scan
+from .folder import FolderImages, class_folders, scan
 from .idx import load_idx
 from .registry import DATASETS
 
@@ -44,16 +44,24 @@ class ImageDataset(torch.utils.data.Dataset):
 
     ``images`` is either the whole set as a uint8 (N, C, H, W) tensor, or a :class:`~.folder.FolderImages` that
     decodes files on demand (then ``tensor`` is None and the trainer should use DataLoader workers).
-    ``labels`` are int64 (N,) class indices where the dataset has them. ``flip`` says whether random horizontal
-    flips are a sensible augmentation for this data; applying them is the trainer's job.
+    ``labels`` are int64 (N,) class indices where the dataset has them, and ``classes`` their names (label k is
+    ``classes[k]``); for a folder decoded on demand the labels are its files' (``label_of``). ``flip`` says whether
+    random horizontal flips are a sensible augmentation for this data; applying them is the trainer's job.
     """
 
     def __init__(self, name: str, images: torch.Tensor | FolderImages, *, labels: torch.Tensor | None = None,
-                 flip: bool = False, skipped: Sequence[Path] = ()):
+                 classes: Sequence[str] = (), flip: bool = False, skipped: Sequence[Path] = ()):
         self.name = name
         self.skipped = list(skipped)  # files left out when the set was decoded into memory
         self.flip = flip
         self.labels = labels
+        self.classes = tuple(classes)
+        every_label = labels if labels is not None or isinstance(images, torch.Tensor) else images.labels
+        if (every_label is None) != (not self.classes):
+            raise ValueError("class labels and class names come together")
+        if every_label is not None and len(every_label) and not 0 <= every_label.min() <= every_label.max() < len(
+                self.classes):
+            raise ValueError(f"labels outside 0..{len(self.classes) - 1}")
         if isinstance(images, torch.Tensor):
             if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[2] != images.shape[3]:
                 raise ValueError(f"expected square uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
@@ -103,6 +111,14 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.tensor[i] if self.tensor is not None else self._files[i]  # (C, H, W)
 
+    def labelled(self, i: int) -> tuple[torch.Tensor, int]:
+        """(image (C, H, W), its class index); for a set without labels, a UserError."""
+        if not self.classes:
+            raise UserError(f"{self.name}: these images have no class labels")
+        if self.tensor is not None:
+            return self.tensor[i], int(self.labels[i])
+        return self._files.labelled(i)
+
     def __repr__(self) -> str:
         where = "in memory" if self.tensor is not None else "decoded on demand"
         return f"ImageDataset({self.name}: {len(self)} x {self.channels}x{self.image_size}x{self.image_size}, {where})"
@@ -140,36 +156,47 @@ def image_shape(cfg: DataConfig) -> tuple[int, int]:
     return d.channels, cfg.image_size or d.size
 
 
-def load_dataset(cfg: DataConfig, split: str = "train") -> ImageDataset:
-    """The dataset ``cfg`` describes, ``split`` = "train" or "test" (a folder has only "train")."""
+def load_dataset(cfg: DataConfig, split: str = "train", *, labelled: bool = False) -> ImageDataset:
+    """The dataset ``cfg`` describes, ``split`` = "train" or "test" (a folder has only "train").
+
+    MNIST, Fashion-MNIST and CIFAR-10 always come with their labels and class names. A folder comes with them only
+    when ``labelled``: then its images must sit in one subfolder per class (see ``folder.class_folders``); without
+    it, any layout is read as one unlabelled set."""
     if split not in ("train", "test"):
         raise UserError(f"unknown split '{split}' (valid: train, test)")
     if cfg.name not in DATASETS:
         raise UserError(f"unknown dataset '{cfg.name}' (valid: {', '.join(DATASETS)})")
     flip = DATASETS[cfg.name].flip if cfg.flip == "auto" else cfg.flip == "yes"
     if cfg.name == "folder":
-        return _load_folder(cfg, split, flip)
+        return _load_folder(cfg, split, flip, labelled)
     image_shape(cfg)  # data.channels is refused before the files are read
     root = Path(cfg.root).expanduser() if cfg.root else default_root(cfg.name)
     images, labels = LOADERS[cfg.name](root, split)
     if cfg.image_size and cfg.image_size != images.shape[-1]:
         images = resize(images, cfg.image_size)
-    return ImageDataset(cfg.name, images, labels=labels, flip=flip)
+    return ImageDataset(cfg.name, images, labels=labels, classes=DATASETS[cfg.name].classes, flip=flip)
 
 
-def _load_folder(cfg: DataConfig, split: str, flip: bool) -> ImageDataset:
+def _load_folder(cfg: DataConfig, split: str, flip: bool, labelled: bool) -> ImageDataset:
     if split != "train":
         raise UserError(f"data.name=folder has only a train split (asked for '{split}')")
     if not cfg.root:
         default_root("folder")  # raises the "set data.root" error
     image_shape(cfg)  # data.image_size is required
     root = Path(cfg.root).expanduser()
-    files = FolderImages(root, scan(root), cfg.image_size, cfg.channels or 3)
+    paths = scan(root)
+    # classes only when asked for: an unconditional run keeps reading any folder, whatever its layout
+    classes, labels = (class_folders(root, paths) or ((), None)) if labelled else ((), None)
+    if labelled and labels is None:
+        raise UserError(f"class labels were asked for, and {root} is a flat folder: put the images in one "
+                        f"subfolder per class (the class is the subfolder's name)")
+    files = FolderImages(root, paths, cfg.image_size, cfg.channels or 3, labels)
     decoded_bytes = len(files) * files.channels * files.image_size**2
     if cfg.in_memory == "yes" or (cfg.in_memory == "auto" and decoded_bytes <= IN_MEMORY_MAX_BYTES):
-        return ImageDataset("folder", files.decode_all(), flip=flip, skipped=files.unreadable)
+        images, kept = files.decode_all()
+        return ImageDataset("folder", images, labels=kept, classes=classes, flip=flip, skipped=files.unreadable)
     _ = files[0]  # fail now, not inside a DataLoader worker, if not a single file can be read
-    return ImageDataset("folder", files, flip=flip)
+    return ImageDataset("folder", files, classes=classes, flip=flip)
 
 
 def resize(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:

@@ -1,5 +1,10 @@
 """A folder of image files (searched recursively), each resized and center-cropped to one square size.
 
+A folder whose images all sit in subfolders is labelled by them, the usual class-per-subfolder layout: the class of
+an image is the subfolder of the root it is under (at any depth), the classes are the subfolders' names in sorted
+order. A flat folder has no labels. Images both at the top and in subfolders, or a class folder without images, is
+refused in one line that names it.
+
 Files are taken in sorted path order so that a dataset, and therefore a seeded run, is the same on every machine.
 A file Pillow cannot read is skipped with a one-line report, never a crash: one bad JPEG in a folder of a
 hundred thousand should not end a training run. Small folders are decoded once up front; large ones are decoded
@@ -51,6 +56,32 @@ def scan(root: Path) -> list[Path]:
     return paths
 
 
+def class_folders(root: Path, paths: Sequence[Path]) -> tuple[tuple[str, ...], torch.Tensor] | None:
+    """(class names, int64 label of each path) from the subfolder of ``root`` each path is under; None for a flat
+    folder. Hidden subfolders (a name starting with '.') are not classes, and their images are refused."""
+    firsts = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in paths]
+    top = [p for p, first in zip(paths, firsts) if first is None]
+    if len(top) == len(paths):
+        return None
+    nested = next(p for p, first in zip(paths, firsts) if first is not None)
+    if top:
+        raise UserError(f"{root} has images both at its top ({top[0].name}) and in subfolders "
+                        f"({nested.relative_to(root)}): put every image in a class subfolder (class-conditional) "
+                        f"or all at the top (unconditional)")
+    classes = tuple(sorted(set(firsts)))
+    hidden = [c for c in classes if c.startswith(".")]
+    if hidden:
+        raise UserError(f"{root / hidden[0]} is a hidden folder with images: move them into a class folder or out of "
+                        f"{root}")
+    empty = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                   and d.name not in classes)
+    if empty:
+        raise UserError(f"class folder {root / empty[0]} holds no images (looked for {', '.join(sorted(EXTENSIONS))}): "
+                        f"add some or remove it")
+    index = {name: k for k, name in enumerate(classes)}
+    return classes, torch.tensor([index[f] for f in firsts], dtype=torch.int64)
+
+
 def decode_image(path: Path, image_size: int, channels: int) -> torch.Tensor:
     """One image file -> uint8 (C, S, S): converted to grey or RGB, shorter side scaled to S, center-cropped."""
     mode = "L" if channels == 1 else "RGB"
@@ -95,16 +126,19 @@ def _report_skipped(count: int, first: Path, total: int, *, so_far: bool = False
 
 
 class FolderImages:
-    """The files of a folder, decoded on demand: ``len()`` and ``[i] -> uint8 (C, S, S)``.
+    """The files of a folder, decoded on demand: ``len()`` and ``[i] -> uint8 (C, S, S)``; ``labelled(i)`` also
+    gives its class (``labels``: int64 per path, or None for an unlabelled folder).
 
     ``skipped`` counts the unreadable files met so far in this process (each DataLoader worker has its own copy);
     ``unreadable`` names them; with ``skip_list`` set, each is also appended to that file as it is met, one line
     per file, so that the workers' skips add up in one place.
     """
 
-    def __init__(self, root: Path, paths: Sequence[Path], image_size: int, channels: int):
+    def __init__(self, root: Path, paths: Sequence[Path], image_size: int, channels: int,
+                 labels: torch.Tensor | None = None):
         self.root = root
         self.paths = list(paths)
+        self.labels = labels
         self.image_size = image_size
         self.channels = channels
         self.unreadable: list[Path] = []
@@ -125,6 +159,14 @@ class FolderImages:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        return self._read(i)[1]
+
+    def labelled(self, i: int) -> tuple[torch.Tensor, int]:
+        """(image, its class) of item ``i``: the class of the file actually read when ``i`` is unreadable."""
+        j, image = self._read(i)
+        return image, int(self.labels[j])
+
+    def _read(self, i: int) -> tuple[int, torch.Tensor]:
         # An unreadable file is replaced by the next readable one, so that batches keep their size and a run its
         # schedule; it is remembered so that later epochs do not pay for it again.
         n = len(self.paths)
@@ -134,25 +176,27 @@ class FolderImages:
                 continue
             image = _try_decode(self.paths[j], self.image_size, self.channels)
             if image is not None:
-                return image
+                return j, image
             self._unreadable.add(j)
             self._skip(self.paths[j])
             if self.skipped == 1 or self.skipped % 100 == 0:
                 _report_skipped(self.skipped, self.paths[j], n, so_far=True)
         raise UserError(f"none of the {n} image files under {self.root} could be read")
 
-    def decode_all(self) -> torch.Tensor:
-        """Decode every file now -> uint8 (N', C, S, S), N' = the readable ones, in path order."""
+    def decode_all(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Decode every file now -> (uint8 (N', C, S, S), their int64 labels (N',) or None), N' = the readable ones,
+        in path order."""
         n, s, c = len(self.paths), self.image_size, self.channels
         out = torch.empty((n, c, s, s), dtype=torch.uint8)
-        count, unreadable = 0, []
+        count, unreadable, kept = 0, [], []
         # Pillow releases the GIL while decoding and resizing, so threads give a near-linear speed-up here.
         with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
-            for path, image in zip(self.paths, pool.map(lambda p: _try_decode(p, s, c), self.paths)):
+            for j, (path, image) in enumerate(zip(self.paths, pool.map(lambda p: _try_decode(p, s, c), self.paths))):
                 if image is None:
                     unreadable.append(path)
                 else:
                     out[count] = image
+                    kept.append(j)
                     count += 1
         if not count:
             raise UserError(f"none of the {n} image files under {self.root} could be read")
@@ -161,4 +205,4 @@ class FolderImages:
                 self._skip(path)
             _report_skipped(len(unreadable), unreadable[0], n)
             out = out[:count].clone()  # clone: let go of the rows reserved for the unreadable files
-        return out
+        return out, None if self.labels is None else self.labels[kept]
