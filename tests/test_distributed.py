@@ -13,6 +13,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -317,3 +319,79 @@ def test_environment_checks(monkeypatch):
         distributed.timeout()
     monkeypatch.setenv(distributed.TIMEOUT_ENV, "90")
     assert distributed.timeout() == timedelta(seconds=90)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie nobody reaps has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_ends_with_its_launcher_even_when_that_is_killed_outright():
+    """kill -9 of the launcher cannot be passed on by it: each worker asks to end with it (follow_launcher)."""
+    worker = ("import time; from minidiffusion.cli.launch import follow_launcher; follow_launcher(); "
+              "print('ready', flush=True); time.sleep(60)")
+    starter = ("import os, subprocess, sys; "
+               f"w = subprocess.Popen([sys.executable, '-c', {worker!r}], "
+               f"env={{**os.environ, {launch.LAUNCHER_ENV!r}: str(os.getpid())}}); "
+               "print(w.pid, flush=True); w.wait()")
+    fake_launcher = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True)
+    pid = int(fake_launcher.stdout.readline())
+    assert fake_launcher.stdout.readline() == "ready\n"
+    fake_launcher.kill()
+    fake_launcher.wait()
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid), "the worker outlived its launcher"
+
+
+def test_ctrl_c_for_the_launcher_alone_stops_the_workers_and_says_where_to_resume(tmp_path, capsys):
+    """SIGINT that reached only the launcher (kill -INT, a wrapper script) is passed on at once, not after the grace
+    period, and the launcher says where the run stands."""
+    worker = ("import sys, time\nprint('ready', flush=True)\ntry:\n    time.sleep(60)\n"
+              "except KeyboardInterrupt:\n    sys.exit(130)")
+    procs = [subprocess.Popen([sys.executable, "-c", worker], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    assert all(p.stdout.readline() == "ready\n" for p in procs)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "ckpt_00000012.json").write_text("{}")
+    threading.Timer(0.3, signal.raise_signal, (signal.SIGINT,)).start()  # lands in the main thread, in supervise
+    started = time.monotonic()
+    assert launch.supervise(procs, tmp_path / "run") == 130
+    assert time.monotonic() - started < launch.GRACE_S / 2
+    assert [p.returncode for p in procs] == [130, 130]  # each stopped by the SIGINT passed on
+    assert capsys.readouterr().err == (f"interrupted: continue from step 12 with: minidiffusion train --out "
+                                       f"{tmp_path / 'run'} --resume\n")
+    assert launch.resume_hint(tmp_path / "elsewhere") == f"no checkpoint was written in {tmp_path / 'elsewhere'} yet"
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_launcher_frees_the_run_for_resume(runs, tmp_path):
+    """The whole story: `train --workers 2`, its launcher killed outright mid-run; the workers go with it and the run
+    resumes (its lock is free)."""
+    config, env = runs["tmp"] / "tiny.toml", {**os.environ, "OMP_NUM_THREADS": "1", "MINIDIFFUSION_OFFLINE": "1"}
+    out = tmp_path / "w"
+    command = [sys.executable, "-m", "minidiffusion", "train", "--config", str(config), "--no-progress",
+               "--workers", "2", "--out", str(out)]
+    launcher = subprocess.Popen([*command, "--set", "train.steps=100000", "--set", "train.checkpoint_every=5"],
+                                env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints").glob("ckpt_*.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = [int(line.split()[0]) for line in subprocess.run(["ps", "-o", "pid=", "--ppid", str(launcher.pid)],
+                                                               capture_output=True, text=True).stdout.splitlines()]
+    assert len(workers) == 2
+    launcher.kill()
+    launcher.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(w) for w in workers)
+    reached = load_checkpoint(out).step
+    done = run_group([*command, "--resume", "--set", f"train.steps={reached + 3}"], env=env, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(out).step == reached + 3

@@ -49,14 +49,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"image shape: {channels}x{size}x{size}")
         print(f"parameters: {count_parameters(build_model(cfg.model, channels, size)):,}")
         return 0
+    out = Path(args.out) if args.out else Path("runs") / Path(str(args.config)).stem
     if args.workers > 1 and not launch.is_worker():
         from ..distributed import World
 
         if World.from_env().distributed:
             raise UserError("--workers starts its own processes: under torchrun, leave it out")
-        return launch.run_workers(args.argv, args.workers)
+        return launch.run_workers(args.argv, args.workers, out)
+    if launch.is_worker():
+        launch.follow_launcher()
     from ..api import train
 
-    train(cfg, args.out or Path("runs") / Path(str(args.config)).stem, resume=args.resume,
-          progress=not args.no_progress, allow_changes=args.allow_changes)
+    train(cfg, out, resume=args.resume, progress=not args.no_progress, allow_changes=args.allow_changes)
     return 0
