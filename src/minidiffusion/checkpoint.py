@@ -8,6 +8,7 @@ a new complete one, never a torn one that looks valid.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,7 +23,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import Config
+from .config import Config, DataConfig
+from .data.registry import DATASETS
 from .errors import UserError
 from .models.unet import build_model
 from .rundir import atomic_write_bytes, fsync_dir
@@ -30,6 +32,7 @@ from .rundir import atomic_write_bytes, fsync_dir
 FORMAT = "minidiffusion-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d+)\.json$")
+MAX_IMAGE_SIZE = {f.name: f for f in dataclasses.fields(DataConfig)}["image_size"].metadata["max"]
 
 log = logging.getLogger("minidiffusion")
 
@@ -185,6 +188,10 @@ def _read_record(path: Path) -> dict[str, Any]:
     for key, kind in (("step", int), ("weights", str), ("sha256", str), ("config", dict)):
         if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
             raise UserError(f"{path}: checkpoint record is missing a valid '{key}'")
+    named = _NAME.match(path.name)
+    if record["step"] < 0 or (named and int(named.group(1)) != record["step"]):
+        raise UserError(f"{path}: checkpoint record says step {record['step']}, which its name does not (edited or "
+                        f"foreign record)")
     return record
 
 
@@ -220,11 +227,22 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{weights}: unreadable tensor file ({e})") from None
     config = Config.from_dict(record["config"], where=str(path), saved=True)
-    data = record.get("data")
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), int) and not isinstance(data.get(k), bool)
-                                             and data[k] >= 1 for k in ("channels", "image_size")):
-        raise UserError(f"{path}: checkpoint does not record a valid image shape ('data' entry: {data!r})")
+    _check_data(path, record.get("data"), config)
     return Checkpoint(path, record["step"], config, record, tensors)
+
+
+def _check_data(path: Path, data: Any, config: Config) -> None:
+    """The image shape a checkpoint records: whole numbers, channels 1 or 3, and the size its config asks for."""
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), int) and not isinstance(data.get(k), bool)
+                                             for k in ("channels", "image_size")):
+        raise UserError(f"{path}: checkpoint does not record a valid image shape ('data' entry: {data!r})")
+    native = DATASETS[config.data.name].size if config.data.name in DATASETS else 0
+    size = config.data.image_size or native
+    if data["channels"] not in (1, 3) or not 1 <= data["image_size"] <= MAX_IMAGE_SIZE or (
+            size and data["image_size"] != size):
+        raise UserError(f"{path}: checkpoint records images of {data['channels']} channels at "
+                        f"{data['image_size']} px, which its config ({config.data.name}, size {size or 'any'}) does "
+                        f"not make (edited or damaged record)")
 
 
 def latest_checkpoint(run_dir: Path) -> Checkpoint | None:

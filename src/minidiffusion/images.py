@@ -6,6 +6,7 @@ functions, so the mapping (x / 127.5 - 1 and its rounding inverse) exists once.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 
 from .errors import UserError
+from .rundir import atomic_write_bytes
 
 
 def to_model_range(pixels: torch.Tensor) -> torch.Tensor:
@@ -76,22 +78,25 @@ def to_pil(array: np.ndarray) -> Image.Image:
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:
     """Write uint8 (H, W, C) as a PNG, creating the directory; clear error if it cannot be written."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        to_pil(array).save(path)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
+    buffer = io.BytesIO()
+    to_pil(array).save(buffer, format="PNG")
+    return write_file(path, buffer.getvalue())
 
 
 def save_npz(images: torch.Tensor, path: str | Path) -> Path:
     """uint8 (N, C, H, W) -> ``path`` as .npz, key ``images``, (N, H, W, C); clear error if it cannot be written."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=images.permute(0, 2, 3, 1).numpy())
+    return write_file(path, buffer.getvalue())
+
+
+def write_file(path: str | Path, data: bytes) -> Path:
+    """``data`` to ``path`` atomically, creating the directory: a full disk or a kill leaves the file that was there
+    (if any) whole, never a truncated one; one clear error if it cannot be written."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            np.savez_compressed(f, images=images.permute(0, 2, 3, 1).numpy())
+        atomic_write_bytes(path, data)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     return path

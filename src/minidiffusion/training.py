@@ -313,14 +313,14 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
             _settle(window, state, cfg, world, logger)  # the one read of the steps' skip flags since the last
         if log_now and window.count:
             _log_line(state.step, lr, window, clock, world, logger, bar)
+        if last or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
+            state.last_checkpoint = _save(cfg, out, step_fn, guide, data, state, world)  # before any picture
         if last or (cfg.train.sample_every and state.step % cfg.train.sample_every == 0):
             _draw_grid(cfg, out, step_fn.ema, guide, data, device, world, logger, state.step, bar if last else None)
             model.train()
         if evaluator is not None and state.step % cfg.train.eval_every == 0:
             logger.log({"step": state.step, **evaluator(step_fn.ema, state.step, guide)})
             model.train()
-        if last or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
-            state.last_checkpoint = _save(cfg, out, step_fn, guide, data, state, world)
         if out_of_time:
             break
     bar.close()
@@ -440,7 +440,11 @@ def _draw_grid(cfg: Config, out: Path, ema: nn.Module, guide: nn.Module | None, 
                             shape=(data.channels, data.image_size, data.image_size), device=device, world=world,
                             guide=guide)
     if world.is_main:
-        save_grid(grid, out / "samples" / f"step_{step:08d}.png")
+        path = out / "samples" / f"step_{step:08d}.png"
+        try:
+            save_grid(grid, path)
+        except UserError as e:  # a full disk, a read-only folder: the picture is lost, the run is not
+            log.warning("%s; training goes on (the checkpoint is written first)", e)
         logger.image("samples", make_grid(grid), step)
 
 
@@ -642,6 +646,22 @@ def checkpoint_meta(data: ImageDataset, state: RunState, step_fn: TrainStep) -> 
             "rng": "all randomness of step s derives from (train.seed, s, rank); nothing else to restore"}
 
 
+def _checked_optimizer_state(ckpt: Checkpoint, params: list[torch.Tensor]) -> dict[int, dict[str, torch.Tensor]]:
+    """The checkpoint's AdamW state, each moment the shape of its parameter and each step count one number: a state
+    that does not fit would fail inside the first step, far from its cause."""
+    state = ckpt.optimizer_state()
+    for i, entry in state.items():
+        if not 0 <= i < len(params):
+            raise UserError(f"--resume: {ckpt.path}: optimizer state for parameter {i}, and the model has "
+                            f"{len(params)}")
+        for name, value in entry.items():
+            want = () if name == "step" else tuple(params[i].shape)
+            if tuple(value.shape) != want:
+                raise UserError(f"--resume: {ckpt.path}: optimizer state '{name}' of parameter {i} has shape "
+                                f"{tuple(value.shape)}, not {want} (damaged or edited checkpoint)")
+    return state
+
+
 def restore(ckpt: Checkpoint, cfg: Config, step_fn: TrainStep, state: RunState,
             allow_changes: bool = False) -> nn.Module | None:
     """Load weights, EMA, optimizer and counters from a checkpoint, checking the model shapes and the config first.
@@ -668,7 +688,7 @@ def restore(ckpt: Checkpoint, cfg: Config, step_fn: TrainStep, state: RunState,
         guide = copy.deepcopy(ema)
         guide.load_state_dict(ckpt.state_dict("guide"))
     opt_state = optimizer.state_dict()
-    opt_state["state"] = ckpt.optimizer_state()
+    opt_state["state"] = _checked_optimizer_state(ckpt, list(model.parameters()))
     groups = ckpt.meta.get("optimizer_groups")
     if groups:
         for group, saved in zip(opt_state["param_groups"], groups):

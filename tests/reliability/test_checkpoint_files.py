@@ -60,3 +60,61 @@ def test_an_unreadable_tensor_file_is_a_one_line_error(run, tmp_path):
     weights.mkdir()
     with pytest.raises(UserError, match="its tensor file ckpt_00000006.safetensors is missing"):
         load_checkpoint(copy / "checkpoints" / "ckpt_00000006.json")
+
+
+def _edited(run, tmp_path, edit):
+    """A copy of ``run`` whose newest checkpoint's record went through ``edit`` (a dict -> None)."""
+    import json
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    path = copy / "checkpoints" / "ckpt_00000006.json"
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))
+    return copy, path
+
+
+@pytest.mark.parametrize("edit, why", [
+    (lambda r: r.update(step=-5), "says step -5, which its name does not"),
+    (lambda r: r.update(step=60), "says step 60, which its name does not"),
+    (lambda r: r["data"].update(image_size=10**9), "at 1000000000 px, which its config"),
+    (lambda r: r["data"].update(channels=7), "of 7 channels"),
+])
+def test_an_edited_record_is_skipped_out_loud_and_resume_goes_on_from_a_good_one(run, tmp_path, caplog, edit, why):
+    """Before, a record edited to step -5 made --resume start at -5 and overwrite the run's checkpoints."""
+    copy, path = _edited(run, tmp_path, edit)
+    with pytest.raises(UserError, match=why):
+        load_checkpoint(path)
+    before = {p.name: p.read_bytes() for p in (copy / "checkpoints").iterdir()}
+    assert main(["train", "--out", str(copy), "--resume", "--set", "train.steps=9", "--no-progress"]) == 0
+    assert why in caplog.text  # the newest was skipped, out loud; the run went on from step 3, writing only new steps
+    after = {p.name: p.read_bytes() for p in (copy / "checkpoints").iterdir()}
+    assert all(after.get(name) == data for name, data in before.items() if "00000003" in name)
+    assert load_checkpoint(copy).step == 9
+
+
+def test_an_optimizer_state_of_the_wrong_shape_is_a_one_line_refusal(run, tmp_path):
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from minidiffusion.checkpoint import file_sha256
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    weights = copy / "checkpoints" / "ckpt_00000006.safetensors"
+    tensors = load_file(str(weights))
+    key = next(k for k in tensors if k.startswith("optim.") and k.endswith(".exp_avg"))
+    tensors[key] = tensors[key].flatten()[:3].clone()
+    save_file(tensors, str(weights))
+    record_path = copy / "checkpoints" / "ckpt_00000006.json"
+    record = json.loads(record_path.read_text())
+    record["sha256"] = file_sha256(weights)
+    record_path.write_text(json.dumps(record))
+    cfg = load_checkpoint(copy).config  # the record and its checksum hold: only the shape is wrong
+    with pytest.raises(UserError, match=r"optimizer state 'exp_avg' of parameter \d+ has shape \(3,\), not \(") as e:
+        train(cfg.replace(train={"steps": 9}), copy, resume=True, progress=False)
+    assert "\n" not in str(e.value)

@@ -137,3 +137,38 @@ def test_a_really_full_disk_gives_the_one_line_error_and_keeps_the_earlier_check
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
     assert load_checkpoint(train(cfg, tmp_path / "moved", resume=True, progress=False)).step == 6
+
+
+def test_an_output_that_cannot_be_written_leaves_the_file_already_there_whole(tmp_path, monkeypatch):
+    """sample --out FILE on a full disk: before, a truncated FILE replaced a good one. Every output now goes through
+    one atomic write: the failure is one clear error, the old file is untouched and no temporary file is left."""
+    import minidiffusion.rundir as rundir
+    from minidiffusion.images import save_npz, save_png
+
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    npz, png = save_npz(images, tmp_path / "out.npz"), save_png(images[0].permute(1, 2, 0).numpy(), tmp_path / "a.png")
+    good = {path: path.read_bytes() for path in (npz, png)}
+
+    def fsync(fd):
+        raise no_space("the output")
+
+    monkeypatch.setattr(rundir.os, "fsync", fsync)  # the bytes did not all reach the disk
+    with pytest.raises(UserError, match=r"cannot write .*out.npz: No space left on device"):
+        save_npz(torch.zeros((64, 1, 8, 8), dtype=torch.uint8), npz)
+    with pytest.raises(UserError, match=r"cannot write .*a.png: No space left on device"):
+        save_png(torch.zeros((8, 8, 1), dtype=torch.uint8).numpy(), png)
+    assert {path: path.read_bytes() for path in good} == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "out.npz"]
+
+
+def test_a_sample_grid_that_cannot_be_written_costs_a_warning_not_the_run(folder, tmp_path, monkeypatch, caplog):
+    """The final checkpoint is written before the final grid, and a grid that fails is a warning."""
+    import minidiffusion.training as training
+
+    def save_grid(images, path, nrow=None):
+        raise UserError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(training, "save_grid", save_grid)
+    final = train(tiny_config(folder, train={"steps": 4, "sample_every": 2}), tmp_path / "run", progress=False)
+    assert load_checkpoint(final).step == 4
+    assert caplog.text.count("No space left on device; training goes on") == 2  # step 2's grid and the final one
