@@ -262,13 +262,22 @@ def _warn_skipped(found: Checkpoint, skipped: list[str]) -> None:
                     found.step)
 
 
-def _newest_complete(run_dir: Path) -> tuple[Checkpoint | None, list[str]]:
-    """The newest checkpoint that loads, and why each newer record did not (newest first)."""
+def _newest_complete(run_dir: Path, attempts: int = 3) -> tuple[Checkpoint | None, list[str]]:
+    """The newest checkpoint that loads, and why each newer record did not (newest first).
+
+    A training that runs meanwhile writes new checkpoints and prunes old ones, so the records listed may be gone by
+    the time they are read: when none loads and the listing has changed, it is read again."""
     directory = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
-    skipped = []
-    for _, path in reversed(list_checkpoints(directory)):
-        try:
-            return load_checkpoint(path), skipped
-        except UserError as e:
-            skipped.append(str(e))  # torn or foreign (the message names the file): fall back to the previous one
+    listed = list_checkpoints(directory)
+    for _ in range(attempts):
+        skipped = []
+        for _, path in reversed(listed):
+            try:
+                return load_checkpoint(path), skipped
+            except UserError as e:
+                skipped.append(str(e))  # torn or foreign (the message names the file): fall back to the previous one
+        now = list_checkpoints(directory)
+        if now == listed:
+            break
+        listed = now
     return None, skipped

@@ -118,3 +118,30 @@ def test_an_optimizer_state_of_the_wrong_shape_is_a_one_line_refusal(run, tmp_pa
     with pytest.raises(UserError, match=r"optimizer state 'exp_avg' of parameter \d+ has shape \(3,\), not \(") as e:
         train(cfg.replace(train={"steps": 9}), copy, resume=True, progress=False)
     assert "\n" not in str(e.value)
+
+
+def test_a_checkpoint_pruned_while_it_is_read_makes_the_reader_look_again(run, tmp_path, monkeypatch):
+    """`sample` while training runs with keep_checkpoints=1: the one record it listed is deleted (pruned) as the
+    next is written. Before, that was "no complete checkpoint"; now the reader lists again and takes the new one."""
+    import shutil
+
+    import minidiffusion.checkpoint as checkpoint_module
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    newest = copy / "checkpoints" / "ckpt_00000006.json"
+    (copy / "checkpoints" / "ckpt_00000003.json").unlink()
+    real, spare = checkpoint_module._read_record, tmp_path / "step9"
+    shutil.copytree(copy / "checkpoints", spare)
+
+    def training_meanwhile(path):
+        if path == newest and newest.exists():  # the trainer writes step 9 and prunes step 6
+            for suffix in (".safetensors", ".json"):
+                (copy / "checkpoints" / f"ckpt_00000009{suffix}").write_bytes(
+                    (spare / f"ckpt_00000006{suffix}").read_bytes())
+            newest.unlink()
+        return real(path)
+
+    monkeypatch.setattr(checkpoint_module, "_read_record", training_meanwhile)
+    with pytest.raises(UserError, match="says step 6, which its name does not"):  # the copy stands in for step 9
+        load_checkpoint(copy)
