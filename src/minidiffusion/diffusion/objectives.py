@@ -141,34 +141,29 @@ def flow_grid(steps: int, shift: float = 1.0) -> torch.Tensor:
 
 def parse_timesteps(text: str, num_timesteps: int) -> list[int]:
     """``"0,499,749,999"`` -> ``[0, 499, 749, 999]``; each a distinct integer in 0 .. T-1 (t is 0-based)."""
-    valid = f"valid timesteps: 0..{num_timesteps - 1}, comma-separated"
-    values: list[int] = []
-    for item in (item.strip() for item in str(text).split(",")):
-        try:
-            t = int(item)
-        except ValueError:
-            raise UserError(f"timestep {item!r} is not an integer ({valid})") from None
-        if not 0 <= t < num_timesteps:
-            raise UserError(f"timestep {t} is out of range ({valid})")
-        if t in values:
-            raise UserError(f"timestep {t} is listed twice ({valid})")
-        values.append(t)
-    return values
+    return _parse_list(text, int, lambda t: 0 <= t < num_timesteps, "timestep", "an integer",
+                       f"valid timesteps: 0..{num_timesteps - 1}, comma-separated")
 
 
 def parse_noise_levels(text: str, highest: float, valid: str) -> list[float]:
     """``"1,0.5,0"`` -> ``[1.0, 0.5, 0.0]``; distinct numbers in [0, highest] (``valid`` says so in errors)."""
-    values: list[float] = []
+    return _parse_list(text, float, lambda v: 0 <= v <= highest and not math.isinf(v), "noise level", "a number",
+                       valid)
+
+
+def _parse_list(text: str, convert, fits, noun: str, kind: str, valid: str) -> list:
+    """Comma-separated values, each ``convert``ed, fitting and new; else a UserError naming the first that is not."""
+    values: list = []
     for item in (item.strip() for item in str(text).split(",")):
         try:
-            level = float(item)
+            value = convert(item)
         except ValueError:
-            raise UserError(f"noise level {item!r} is not a number ({valid})") from None
-        if not 0 <= level <= highest or math.isinf(level):
-            raise UserError(f"noise level {item} is out of range ({valid})")
-        if level in values:
-            raise UserError(f"noise level {item} is listed twice ({valid})")
-        values.append(level)
+            raise UserError(f"{noun} {item!r} is not {kind} ({valid})") from None
+        if not fits(value):
+            raise UserError(f"{noun} {item} is out of range ({valid})")
+        if value in values:
+            raise UserError(f"{noun} {item} is listed twice ({valid})")
+        values.append(value)
     return values
 
 
