@@ -302,5 +302,10 @@ def test_a_sampler_that_refuses_an_objective_says_why(monkeypatch):
     monkeypatch.setitem(SAMPLERS, "dpmpp", refusing)
     assert "dpmpp" not in samplers_for("edm") and "dpmpp" in samplers_for("flow")
     with pytest.raises(UserError, match=r"sample.sampler=dpmpp does not sample diffusion.objective=edm: a reason in "
-                                        r"one line \(choose ddpm, ddim, euler, heun\)"):
+                                        r"one line \(choose ddpm, ddim, euler, heun, e.g. --set sample.sampler=heun\)"):
         load_config("quick", ["diffusion.objective=edm", "sample.sampler=dpmpp"])
+    from minidiffusion.sampling import generate
+
+    with pytest.raises(UserError, match="sampler 'dpmpp' does not sample the edm objective: a reason in one line"):
+        generate(torch.nn.Identity(), make_objective(EDM_CFG), SampleConfig(sampler="dpmpp"), 1, seed=0,
+                 shape=(1, 2, 2))

@@ -227,7 +227,8 @@ def _check_combinations(cfg: Config, where: str) -> None:
     if refused:
         fits = [n for n, s in SAMPLERS.items() if d.objective not in s.refuses]
         raise UserError(f"{where}: sample.sampler={sample.sampler} does not sample diffusion.objective={d.objective}: "
-                        f"{refused} (choose {', '.join(fits)})")
+                        f"{refused} (choose {', '.join(fits)}, e.g. --set sample.sampler="
+                        f"{OBJECTIVES[d.objective].default_sampler})")
     OBJECTIVES[d.objective].check(d, where)
     _check_sample(sample, where)
     if cfg.train.fit_time_limit and not cfg.train.time_limit:

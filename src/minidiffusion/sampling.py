@@ -97,7 +97,8 @@ def generate(net: nn.Module, objective: Objective, sample: SampleConfig, n: int,
     spec = SAMPLERS[sample.sampler]
     if objective.name in spec.refuses:
         raise UserError(f"sampler {sample.sampler!r} does not sample the {objective.name} objective: "
-                        f"{spec.refuses[objective.name]} (choose {', '.join(samplers_for(objective.name))})")
+                        f"{spec.refuses[objective.name]} (choose {', '.join(samplers_for(objective.name))}, e.g. "
+                        f"{objective.default_sampler})")
     sigmas = objective.sigmas(sample.steps, sample)
     if sample.guidance != 1:
         if guide is None:

@@ -186,7 +186,7 @@ class Objective:
     name: str = ""
     slope: float = 0.0  # α(σ) = 1 - slope·σ on the sampling path: 0 variance-exploding, 1 flow's straight path
     natural_t_sampling: str = "uniform"  # diffusion.t_sampling = "auto"
-    default_sampler: str = "heun"
+    default_sampler: str = "heun"  # what a refusal suggests: the sampler measured best for it
     clip_x0: bool = False  # sampling clips the x0 estimate to the data range [-1, 1]
     default_levels: str = ""  # the columns of a forward figure when none are given
     log_levels: bool = False  # snapshots pick the recorded level nearest in log (σ spans decades)
@@ -478,7 +478,7 @@ class Flow(Objective):
     dx/dσ = (x - D)/σ with D = x - t v: Euler and Heun step in t, as flow matching does, and DPM-Solver++ uses
     λ = log((1-t)/t), as diffusers' flow_prediction does.
     """
-    name, slope, natural_t_sampling, default_sampler = "flow", 1.0, "logit_normal", "heun"
+    name, slope, natural_t_sampling, default_sampler = "flow", 1.0, "logit_normal", "dpmpp"  # bench/RESULTS.md
     default_levels, path = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1", "(1 - t) x0 + t n"
 
     def draw(self, n: int, g: torch.Generator, device) -> torch.Tensor:
