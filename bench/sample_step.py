@@ -16,7 +16,7 @@ from dataclasses import replace
 import common
 import torch
 
-from minidiffusion.diffusion import ddim, ddpm_grid, make_schedule
+from minidiffusion.diffusion import ddim, make_objective
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -54,11 +54,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         contenders.append(common.Contender(m, settings, run=_no_grad(lambda f=model: f(x, t)), images=batch))
     if args.loop_steps and models[0].anchor is None:
         model = built["ours", fast.describe()]  # the same compiled model and CUDA graph as its one-call row
-        schedule = make_schedule(cfg.diffusion)
-        ts = ddpm_grid(schedule.num_timesteps, args.loop_steps)
+        objective = make_objective(cfg.diffusion)  # the preset's denoiser and grid, as sampling.generate builds them
+        sigmas = objective.sigmas(args.loop_steps, cfg.sample)
+        denoiser, x_first = objective.denoiser(model), objective.prior(x, float(sigmas[0]))
         loop = common.Model(f"ours ddim×{args.loop_steps} loop", models[0].net, models[0].description)
         contenders.append(common.Contender(loop, fast, images=batch * args.loop_steps,
-                                           run=_no_grad(lambda f=model: ddim(f, x, schedule, ts, clip_x0=True))))
+                                           run=_no_grad(lambda d=denoiser: ddim(d, x_first, sigmas))))
 
     def flops(c: common.Contender) -> float:
         model = common.sampling_model(c.model.net, replace(c.settings, compile=False, cuda_graph=False))

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from minidiffusion.diffusion import cosine_schedule, ddim, ddpm_grid, eps_model, linear_schedule
-from minidiffusion.diffusion.process import FastEpsModel, q_sample
+from minidiffusion.config import DiffusionConfig, replace_sample
+from minidiffusion.diffusion import DDPM, cosine_schedule, ddim, ddpm_grid, linear_schedule, make_objective
+from minidiffusion.diffusion.process import FastEpsModel, fast_network, q_sample
 from minidiffusion.models.unet import SimpleUNet
 from minidiffusion.sampling import Options, generate
 
@@ -71,7 +72,7 @@ def test_fast_eps_model_on_cpu_returns_the_network_output_as_a_fresh_float32_ten
         fast = FastEpsModel(net.to(memory_format=torch.channels_last), channels_last=True, cuda_graph=True)(x, t)
     assert fast.dtype == torch.float32 and fast.is_contiguous()
     torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)  # channels_last convolutions sum in another order
-    assert eps_model(net, linear_schedule()) is net  # no option: the network itself, as before
+    assert fast_network(net) is net  # no option: the network itself, as before
 
 
 def test_generate_with_speed_options_draws_nearly_the_same_images(tmp_path):
@@ -79,12 +80,12 @@ def test_generate_with_speed_options_draws_nearly_the_same_images(tmp_path):
     cfg = tiny_config(tmp_path)
     net = SimpleUNet(1, 8, base_channels=8, channel_mults=(1, 2))
     torch.nn.init.normal_(net.conv_out.weight, std=0.1)
-    cfg = cfg.replace(sample={"sampler": "ddim", "steps": 4})
+    what = (make_objective(cfg.diffusion), replace_sample(cfg.sample, {"sampler": "ddim", "steps": 4}), 4)
     kw = dict(seed=3, shape=(1, 8, 8))
-    plain = generate(net, cfg, 4, options=Options(output="float"), **kw)
-    fast = generate(net, cfg, 4, options=Options(output="float", channels_last=True, cuda_graph=True), **kw)
+    plain = generate(net, *what, options=Options(output="float"), **kw)
+    fast = generate(net, *what, options=Options(output="float", channels_last=True, cuda_graph=True), **kw)
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
-    half = generate(net, cfg, 4, options=Options(output="float", precision="bf16"), **kw)
+    half = generate(net, *what, options=Options(output="float", precision="bf16"), **kw)
     assert not torch.equal(half, plain)  # bf16 did run ...
     assert (half - plain).abs().mean() < 0.01 and (half - plain).abs().max() < 0.2  # ... changing them by its rounding
 
@@ -96,12 +97,12 @@ def test_ddim_through_fast_eps_model_feeds_the_network_channels_last():
     net.conv_in.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous(
         memory_format=torch.channels_last) and not args[0].is_contiguous()))
     x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    s = linear_schedule()
-    ts = ddpm_grid(1000, 5)
-    fast = ddim(FastEpsModel(net, channels_last=True), x_T, s, ts)
+    ddpm = DDPM(DiffusionConfig())
+    sigmas = ddpm.sigmas_at(ddpm_grid(1000, 5))
+    fast = ddim(ddpm.denoiser(FastEpsModel(net, channels_last=True)), x_T, sigmas)
     assert seen == [True] * 5  # every step in the channels_last layout (sums in another order: 1e-4 apart)
-    torch.testing.assert_close(fast, ddim(net.to(memory_format=torch.contiguous_format), x_T, s, ts), atol=1e-3,
-                               rtol=0)
+    plain = ddim(ddpm.denoiser(net.to(memory_format=torch.contiguous_format)), x_T, sigmas)
+    torch.testing.assert_close(fast, plain, atol=1e-3, rtol=0)
 
 
 def test_preset_image_shapes_come_without_loading_data():

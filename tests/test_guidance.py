@@ -10,9 +10,8 @@ import torch
 import minidiffusion
 from minidiffusion.checkpoint import load_checkpoint
 from minidiffusion.cli import main
-from minidiffusion.diffusion import guided_eps_model
-from minidiffusion.diffusion.objectives import Flow, make_objective
-from minidiffusion.diffusion.ode import GuidedODE
+from minidiffusion.config import replace_sample
+from minidiffusion.diffusion import Denoiser, Flow, guided, make_objective
 from minidiffusion.errors import UserError
 from minidiffusion.sampling import Options, generate, load_model
 from minidiffusion.training import train
@@ -40,12 +39,12 @@ def ckpt(run, step):
     return load_checkpoint(run / "checkpoints" / f"ckpt_{step:08d}.json")
 
 
-def test_guided_eps_is_guide_plus_w_times_the_difference():
-    x, t = torch.randn(3, 1, 4, 4), torch.tensor([0, 5, 9])
-    good = lambda x, t: 2 * x + t.view(-1, 1, 1, 1)  # noqa: E731
-    weak = lambda x, t: x  # noqa: E731
-    for w in (1.0, 1.5, 3.0):
-        assert torch.allclose(guided_eps_model(good, weak, w)(x, t), x + w * (x + t.view(-1, 1, 1, 1)))
+def test_the_guided_denoiser_is_guide_plus_w_times_the_difference():
+    x = torch.randn(3, 1, 4, 4)
+    good = Denoiser(lambda x, sigma, cond: 2 * x + sigma)
+    weak = Denoiser(lambda x, sigma, cond: x)
+    for w, sigma in ((1.0, 0.5), (1.5, 2.0), (3.0, 9.0)):
+        assert torch.allclose(guided(good, weak, w)(x, sigma), x + w * (x + sigma))
 
 
 def test_the_run_keeps_the_ema_at_guide_at_as_its_guide(run):
@@ -71,11 +70,12 @@ def test_resume_restores_or_takes_the_guide_as_the_uninterrupted_run(folder, tmp
 def test_the_model_as_its_own_guide_changes_nothing(run):
     net, c = load_model(run)
     kw = {"seed": 3, "shape": (1, 8, 8), "options": Options(output="float")}
-    plain = generate(net, c.config.replace(sample={"guidance": 1.0}), 4, **kw)
-    assert torch.equal(generate(net, c.config, 4, guide=net, **kw), plain)  # ε_g + w (ε - ε_g) = ε when g = net
-    assert not torch.allclose(generate(net, c.config, 4, guide=load_model(ckpt(run, 2).path)[0], **kw), plain)
+    objective, sample = make_objective(c.config.diffusion), c.config.sample
+    plain = generate(net, objective, replace_sample(sample, {"guidance": 1.0}), 4, **kw)
+    assert torch.equal(generate(net, objective, sample, 4, guide=net, **kw), plain)  # D_g + w (D - D_g) = D, g = net
+    assert not torch.allclose(generate(net, objective, sample, 4, guide=load_model(ckpt(run, 2).path)[0], **kw), plain)
     with pytest.raises(UserError, match="needs a guide network"):
-        generate(net, c.config, 4, **kw)
+        generate(net, objective, sample, 4, **kw)
 
 
 def test_load_finds_the_guide_and_sample_applies_the_weight(run):
@@ -172,8 +172,8 @@ def test_the_guide_interval_guides_only_the_levels_inside_it(run):
 
     def draw(interval, weight=2.0):
         main, weak = Counting(net), Counting(guide)
-        cfg = c.config.replace(sample={"guidance": weight, "guide_interval": interval})
-        return generate(main, cfg, 4, guide=weak, **kw), main.calls, weak.calls
+        sample = replace_sample(c.config.sample, {"guidance": weight, "guide_interval": interval})
+        return generate(main, objective, sample, 4, guide=weak, **kw), main.calls, weak.calls
 
     everywhere, calls, guide_calls = draw([])
     assert torch.equal(draw([0, 1e6])[0], everywhere) and guide_calls == calls  # an interval holding every level
@@ -188,23 +188,18 @@ def test_the_guide_interval_guides_only_the_levels_inside_it(run):
         c.config.replace(sample={"guide_interval": [2.0, 1.0]})
 
 
-def test_the_guide_interval_on_the_ode_calls_the_guide_only_inside():
-    class Line:  # dx/dτ = k x, x0 estimate k: enough to tell main, guide and their mix apart
-        def __init__(self, k):
-            self.k, self.calls, self.name, self.max_tau = k, [], "flow", 1.0
+def test_the_guide_interval_on_flow_is_in_edm_sigma_and_calls_the_guide_only_inside():
+    """On flow's path (σ = t, α = 1 - t) the interval [0.2, 1] of t/(1-t) is t in [1/6, 1/2]."""
+    def constant(k, calls):  # x0 estimate k: enough to tell main, guide and their mix apart
+        return Denoiser(lambda x, t, cond: calls.append(t) or torch.full_like(x, k), slope=1.0)
 
-        def derivative(self, x, tau):
-            self.calls.append(tau)
-            return self.k * x, torch.full_like(x, self.k)
-
-    main, guide = Line(3.0), Line(1.0)
-    ode = GuidedODE(main, guide, 2.0, active=lambda tau: 0.2 <= Flow.sigma(tau) <= 1.0)  # t in [1/6, 1/2]
+    main_calls, guide_calls = [], []
+    denoiser = guided(constant(3.0, main_calls), constant(1.0, guide_calls), 2.0, (0.2, 1.0))
     x = torch.ones(2)
-    for tau in (0.9, 0.5, 0.3, 0.1):
-        d, x0 = ode.derivative(x, tau)
-        k = 1.0 + 2.0 * (3.0 - 1.0) if 1 / 6 <= tau <= 0.5 else 3.0
-        assert torch.equal(d, k * x) and torch.equal(x0, torch.full_like(x, k)), tau
-    assert main.calls == [0.9, 0.5, 0.3, 0.1] and guide.calls == [0.5, 0.3]
+    for t in (0.9, 0.5, 0.3, 0.1):
+        k = 1.0 + 2.0 * (3.0 - 1.0) if 1 / 6 <= t <= 0.5 else 3.0
+        assert torch.equal(denoiser(x, t), torch.full_like(x, k)), t
+    assert main_calls == [0.9, 0.5, 0.3, 0.1] and guide_calls == [0.5, 0.3]
 
 
 def test_noise_levels_as_edm_sigma_known_values():

@@ -8,11 +8,9 @@ import torch
 
 from minidiffusion.checkpoint import load_checkpoint
 from minidiffusion.config import DiffusionConfig, SampleConfig, load_config
-from minidiffusion.diffusion import SAMPLERS, make_objective, samplers_for
+from minidiffusion.diffusion import SAMPLERS, edm_grid, euler, flow_grid, guided, heun, make_objective, samplers_for
 from minidiffusion.diffusion.objectives import DDPM, EDM, Flow, Levels, edm_sigmas, sigma_of_u, u_of_sigma
-from minidiffusion.diffusion.ode import EDMODE, FlowODE, GuidedODE, edm_grid, euler, flow_grid, heun
 from minidiffusion.errors import UserError
-from minidiffusion.sampling import sampling_grid
 from tests.helpers import full_and_resumed, make_folder, tiny_config
 
 EDM_CFG = DiffusionConfig(objective="edm", min_snr_gamma=0.0)
@@ -162,10 +160,11 @@ def two_point_flow(x, t):
     return x0, (x - (1 - t) * x0) / t
 
 
-def draw(ode, sampler, taus, n=20_000, **options):
+def draw(objective, net, sampler, sigmas, n=20_000, **options):
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(n, 1, 1, 1, generator=g)
-    return sampler(ode, noise, taus, generator=g, **options).flatten()
+    x = objective.prior(noise, float(sigmas[0]))
+    return sampler(objective.denoiser(net), x, sigmas, generator=g, **options).flatten()
 
 
 @pytest.mark.parametrize("sampler,steps,options,tol", [
@@ -175,16 +174,15 @@ def test_edm_samplers_reproduce_gaussian_data(sampler, steps, options, tol):
     """Mean and standard deviation of 20,000 samples within ``tol`` of the data's (their own sampling error is
     ~0.004); churn's extra noise steps cost accuracy, so it gets more steps."""
     edm = EDM(EDM_CFG)
-    ode = EDMODE(edm, edm_oracle_net(edm, gaussian_denoiser))
-    x = draw(ode, sampler, edm_grid(steps, 0.002, 80.0, 7.0), **options)
+    x = draw(edm, edm_oracle_net(edm, gaussian_denoiser), sampler, edm_grid(steps, 0.002, 80.0, 7.0), **options)
     assert float(x.mean()) == pytest.approx(MU, abs=tol)
     assert float(x.std()) == pytest.approx(S, abs=tol)
 
 
 @pytest.mark.parametrize("sampler,options", [(heun, {}), (euler, {}), (heun, {"churn": 10.0})])
 def test_flow_samplers_reproduce_gaussian_data(sampler, options):
-    ode = FlowODE(Flow(FLOW_CFG), flow_oracle_net(gaussian_flow))
-    x = draw(ode, sampler, flow_grid(25 if sampler is heun else 50), **options)
+    x = draw(Flow(FLOW_CFG), flow_oracle_net(gaussian_flow), sampler, flow_grid(25 if sampler is heun else 50),
+             **options)
     assert float(x.mean()) == pytest.approx(MU, abs=0.015)
     assert float(x.std()) == pytest.approx(S, abs=0.015 if sampler is heun else 0.03)
 
@@ -192,11 +190,11 @@ def test_flow_samplers_reproduce_gaussian_data(sampler, options):
 @pytest.mark.parametrize("objective", ["edm", "flow"])
 def test_samplers_reproduce_a_two_point_dataset(objective):
     if objective == "edm":
-        edm = EDM(EDM_CFG)
-        ode, taus = EDMODE(edm, edm_oracle_net(edm, two_point_denoiser)), edm_grid(32, 0.002, 80.0, 7.0)
+        obj = EDM(EDM_CFG)
+        net, sigmas = edm_oracle_net(obj, two_point_denoiser), edm_grid(32, 0.002, 80.0, 7.0)
     else:
-        ode, taus = FlowODE(Flow(FLOW_CFG), flow_oracle_net(two_point_flow)), flow_grid(64, shift=1.0)
-    x = draw(ode, heun, taus, n=4000)
+        obj, net, sigmas = Flow(FLOW_CFG), flow_oracle_net(two_point_flow), flow_grid(64, shift=1.0)
+    x = draw(obj, net, heun, sigmas, n=4000)
     assert float((x.abs() - 1).abs().max()) < 0.02  # every sample lands on a data point
     assert float((x > 0).double().mean()) == pytest.approx(0.5, abs=0.03)  # in equal shares
 
@@ -204,13 +202,13 @@ def test_samplers_reproduce_a_two_point_dataset(objective):
 def test_heun_error_falls_4x_and_euler_2x_when_steps_double():
     """Gaussian data: the probability-flow ODE keeps (x - μ)/√(S² + σ²) fixed, so x(0) is known exactly."""
     edm = EDM(EDM_CFG)
-    ode = EDMODE(edm, edm_oracle_net(edm, gaussian_denoiser))
+    denoiser = edm.denoiser(edm_oracle_net(edm, gaussian_denoiser))
     x_T = torch.linspace(-2, 2, 9).view(-1, 1, 1, 1).double()
     sigma_max, sigma_min = 10.0, 1e-4
     exact = MU + S * (sigma_max * x_T - MU) / math.sqrt(S**2 + sigma_max**2)
 
     def error(sampler, steps):
-        out = sampler(ode, x_T.float(), edm_grid(steps, sigma_min, sigma_max, 7.0))
+        out = sampler(denoiser, sigma_max * x_T.float(), edm_grid(steps, sigma_min, sigma_max, 7.0))
         return float((out.double() - exact).abs().max())
 
     euler_ratio = error(euler, 64) / error(euler, 128)
@@ -219,27 +217,27 @@ def test_heun_error_falls_4x_and_euler_2x_when_steps_double():
     assert 3.3 < heun_ratio < 4.8, heun_ratio
 
 
-def test_guidance_on_the_ode_is_guide_plus_w_times_the_difference():
+def test_guidance_of_flow_is_guide_plus_w_times_the_difference():
+    """v = 1 and v = 0 at t = 0.5, x = 0: x0 estimates -0.5 and 0, guided with w = 3: 0 + 3 (-0.5 - 0) = -1.5."""
     flow = Flow(FLOW_CFG)
-    main = FlowODE(flow, lambda x, t: torch.ones_like(x))
-    weak = FlowODE(flow, lambda x, t: torch.zeros_like(x))
-    d, x0 = GuidedODE(main, weak, 3.0).derivative(torch.zeros(2, 1, 2, 2), 0.5)
-    assert torch.equal(d, torch.full_like(d, 3.0)) and torch.equal(x0, torch.full_like(x0, -1.5))
+    main = flow.denoiser(lambda x, t: torch.ones_like(x))
+    weak = flow.denoiser(lambda x, t: torch.zeros_like(x))
+    x0 = guided(main, weak, 3.0)(torch.zeros(2, 1, 2, 2), 0.5)
+    assert torch.equal(x0, torch.full_like(x0, -1.5))
 
 
 # -- the registry, the config, training and resume -----------------------------------------------------------------
 
 def test_every_sampler_is_in_the_one_registry_and_config():
     assert set(SAMPLERS) == set(dict(SampleConfig.__dataclass_fields__)["sampler"].metadata["choices"])
-    assert samplers_for("ddpm") == ["ddpm", "ddim", "dpmpp"] and samplers_for("edm") == ["euler", "heun"]
+    every = ["ddpm", "ddim", "dpmpp", "euler", "heun"]
+    assert samplers_for("ddpm") == samplers_for("edm") == samplers_for("flow") == every
     assert SAMPLERS["heun"].evaluations(18) == 35 and SAMPLERS["euler"].evaluations(18) == 18
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["diffusion.objective=edm", "sample.sampler=ddpm"], "sample.sampler=ddpm does not sample diffusion.objective=edm"),
     (["diffusion.min_snr_gamma=5"], "min_snr_gamma is a ddpm loss weight"),
     (["diffusion.objective=edm", "diffusion.prediction=v"], "prediction=v is for the ddpm objective"),
-    (["diffusion.objective=ddpm"], "sample.sampler=heun does not sample diffusion.objective=ddpm"),
     (["diffusion.objective=edm", "diffusion.sigma_min=100"], "sigma_min=100 must be below sigma_max=80"),
 ])
 def test_config_refuses_combinations_that_do_not_fit(overrides, message):
@@ -287,6 +285,27 @@ def test_training_lowers_the_loss_of_each_objective(folder, tmp_path, objective)
 
 def test_sampling_grid_follows_the_config():
     edm = make_objective(EDM_CFG)
-    sc = SampleConfig(sampler="heun", rho=3.0)
-    assert torch.equal(sampling_grid(edm, sc, 5), edm_grid(5, 0.002, 80.0, 3.0))
-    assert torch.equal(sampling_grid(make_objective(FLOW_CFG), SampleConfig(shift=2.0), 4), flow_grid(4, 2.0))
+    assert torch.equal(edm.sigmas(5, SampleConfig(sampler="heun", rho=3.0)), edm_grid(5, 0.002, 80.0, 3.0))
+    assert torch.equal(make_objective(FLOW_CFG).sigmas(4, SampleConfig(shift=2.0)), flow_grid(4, 2.0))
+    ddpm = make_objective(DiffusionConfig())
+    sigmas = ddpm.sigmas(3, SampleConfig(spacing="uniform"))  # timesteps 999, 500, 0, then σ = 0
+    assert sigmas.tolist() == [ddpm.sigma(999), ddpm.sigma(500), ddpm.sigma(0), 0.0]
+    with pytest.raises(UserError, match="--steps 1001: must be between 1 and T=1000"):
+        ddpm.sigmas(1001, SampleConfig())
+
+
+def test_a_sampler_that_refuses_an_objective_says_why(monkeypatch):
+    """No pair is refused today; when one is, the config and generate name the reason and what fits."""
+    import dataclasses
+
+    refusing = dataclasses.replace(SAMPLERS["dpmpp"], refuses={"edm": "a reason in one line"})
+    monkeypatch.setitem(SAMPLERS, "dpmpp", refusing)
+    assert "dpmpp" not in samplers_for("edm") and "dpmpp" in samplers_for("flow")
+    with pytest.raises(UserError, match=r"sample.sampler=dpmpp does not sample diffusion.objective=edm: a reason in "
+                                        r"one line \(choose ddpm, ddim, euler, heun, e.g. --set sample.sampler=heun\)"):
+        load_config("quick", ["diffusion.objective=edm", "sample.sampler=dpmpp"])
+    from minidiffusion.sampling import generate
+
+    with pytest.raises(UserError, match="sampler 'dpmpp' does not sample the edm objective: a reason in one line"):
+        generate(torch.nn.Identity(), make_objective(EDM_CFG), SampleConfig(sampler="dpmpp"), 1, seed=0,
+                 shape=(1, 2, 2))

@@ -12,7 +12,17 @@ from PIL import Image
 
 from minidiffusion import visualize as V
 from minidiffusion.cli import main
-from minidiffusion.diffusion import cosine_schedule, ddim, ddpm_grid, eps_from_x0, linear_schedule, q_sample, timesteps
+from minidiffusion.config import DiffusionConfig
+from minidiffusion.diffusion import (
+    DDPM,
+    cosine_schedule,
+    ddim,
+    ddpm_grid,
+    eps_from_x0,
+    linear_schedule,
+    q_sample,
+    timesteps,
+)
 from minidiffusion.errors import UserError
 from minidiffusion.images import make_grid, to_model_range, to_pixels
 
@@ -160,7 +170,10 @@ def run_ddim(recorder, n=4, steps=5, seed=0):
     clean = grey_images(n, 8, seed)
     x0 = to_model_range(clean)
     x_T = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + 1))
-    out = ddim(oracle(x0), x_T, S, ddpm_grid(S.num_timesteps, steps), callback=recorder)
+    objective = DDPM(DiffusionConfig())  # S, T = 1000
+    sigmas = objective.sigmas_at(ddpm_grid(S.num_timesteps, steps))
+    out = ddim(objective.denoiser(oracle(x0)), objective.prior(x_T, float(sigmas[0])), sigmas,
+               callback=lambda info: recorder(objective.step_info(info)))
     return clean, to_pixels(out)
 
 
@@ -405,13 +418,13 @@ def test_parse_levels_by_objective():
 
     flow = make_objective(DiffusionConfig(objective="flow", min_snr_gamma=0.0))
     edm = make_objective(DiffusionConfig(objective="edm", min_snr_gamma=0.0))
-    assert V.parse_levels("1, 0.75,0", flow) == [1.0, 0.75, 0.0]
-    assert V.parse_levels("80,0.5,0", edm) == [80.0, 0.5, 0.0]
-    assert V.parse_levels("999,0", make_objective(DiffusionConfig())) == [999, 0]
+    assert flow.parse_levels("1, 0.75,0") == [1.0, 0.75, 0.0]
+    assert edm.parse_levels("80,0.5,0") == [80.0, 0.5, 0.0]
+    assert make_objective(DiffusionConfig()).parse_levels("999,0") == [999, 0]
     for text, objective, message in [("1.5", flow, "out of range"), ("-1", edm, "out of range"),
                                      ("x", flow, "not a number"), ("0.5,0.5", flow, "listed twice")]:
         with pytest.raises(UserError, match=message):
-            V.parse_levels(text, objective)
+            objective.parse_levels(text)
 
 
 def test_snapshots_of_edm_pick_the_nearest_sigma_in_log_space():

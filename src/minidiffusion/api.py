@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from .checkpoint import Checkpoint
-from .config import Config
+from .config import Config, replace_sample
+from .diffusion import make_objective
 from .errors import UserError
 from .models.unet import count_parameters
-from .sampling import Options, generate, load_guide, load_model, with_sampler
+from .sampling import Options, generate, load_guide, load_model
 
 
 class Model:
@@ -32,14 +33,15 @@ class Model:
         self.image_shape = image_shape  # (C, H, W)
         self.device = device
         self.checkpoint = checkpoint
+        self.objective = make_objective(config.diffusion)  # the denoiser and grid the config's diffusion makes
 
     def sample(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int = 0,
                batch_size: int | None = None, output: str = "uint8", progress: bool = False,
                **options: Any) -> torch.Tensor:
         """``n`` images: uint8 (n, C, H, W), or float32 in [-1, 1] with ``output="float"``; on the CPU.
 
-        ``sampler`` ("ddpm", "ddim", "dpmpp") and ``steps`` default to the config's [sample] section, as the
-        command line's do.
+        ``sampler`` ("ddpm", "ddim", "dpmpp", "euler", "heun": each serves every objective) and ``steps``
+        default to the config's [sample] section, as the command line's do.
 
         Image k depends only on (seed, k): the same for any ``n`` > k and any ``batch_size`` (default: the
         config's sample.batch_size). ``options`` are other [sample] keys, e.g. ``eta=1.0``, ``variance="small"``,
@@ -47,10 +49,11 @@ class Model:
         """
         if n < 1:
             raise UserError(f"n={n}: draw at least one image")
-        cfg = with_sampler(self.config.replace(sample=options) if options else self.config, sampler, steps,
-                           batch_size)
-        return generate(self.net, cfg, n, seed=seed, shape=self.image_shape, device=self.device, guide=self.guide,
-                        options=Options(channels_last=cfg.train.channels_last, output=output, progress=progress))
+        sample = replace_sample(self.config.sample, {**options, "sampler": sampler, "steps": steps,
+                                                     "batch_size": batch_size})
+        return generate(self.net, self.objective, sample, n, seed=seed, shape=self.image_shape, device=self.device,
+                        guide=self.guide, options=Options(channels_last=self.config.train.channels_last, output=output,
+                                                          progress=progress))
 
     def __repr__(self) -> str:
         c, h, w = self.image_shape

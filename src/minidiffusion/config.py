@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.registry import DATASETS
-from .diffusion.registry import SAMPLERS
+from .diffusion.registry import OBJECTIVES, SAMPLERS
 from .errors import UserError
 
 
@@ -55,7 +55,7 @@ class DiffusionConfig:
     beta_end: float = _opt(0.02, min=0.0, max=1.0, help="linear schedule: beta at t=T-1")
     prediction: str = _opt("eps", choices=("eps", "v"), help="what the network predicts")
     min_snr_gamma: float = _opt(0.0, min=0.0, help="ddpm: loss weight min(SNR, γ)/SNR (Hang et al. 2023); 0 = off")
-    objective: str = _opt("ddpm", choices=("ddpm", "edm", "flow"),
+    objective: str = _opt("ddpm", choices=OBJECTIVES,
                           help="ddpm (Ho et al.), edm (Karras et al. 2022 preconditioning), flow (flow matching)")
     t_sampling: str = _opt("auto", choices=("auto", "uniform", "lognormal", "logit_normal"),
                            help="training noise levels; auto = the objective's own (uniform, lognormal, "
@@ -119,13 +119,14 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    sampler: str = _opt("ddim", choices=tuple(SAMPLERS), help="sampler: ddpm, ddim, dpmpp for the ddpm objective; "
-                        "euler, heun for edm and flow")
+    sampler: str = _opt("ddim", choices=SAMPLERS, help="sampler (each serves every objective): ddpm, ddim, dpmpp, "
+                        "euler, heun")
     steps: int = _opt(50, min=1, help="sampling steps (network evaluations; heun: 2 steps - 1)")
-    eta: float = _opt(0.0, min=0.0, max=1.0, help="ddim: 0 = deterministic, 1 = ddpm-like")
+    eta: float = _opt(0.0, min=0.0, max=1.0, help="ddim sampler: 0 = deterministic, 1 = ddpm-like")
     spacing: str = _opt("uniform", choices=("uniform", "quadratic"), help="ddpm objective: the timestep grid "
                         "(quadratic: denser near t = 0)")
-    variance: str = _opt("large", choices=("large", "small"), help="ddpm: beta ('large') or posterior ('small')")
+    variance: str = _opt("large", choices=("large", "small"),
+                         help="ddpm sampler: beta ('large') or posterior ('small')")
     n: int = _opt(64, min=1, help="images to draw (grids during training, default for `sample`)")
     batch_size: int = _opt(256, min=1, help="images per network call")
     rho: float = _opt(7.0, min=1.0, help="edm: the σ grid's spacing exponent ρ (Karras et al. eq. 5)")
@@ -135,7 +136,7 @@ class SampleConfig:
     s_noise: float = _opt(1.0, min=0.0, help="euler/heun: S_noise, scale of the noise churn adds")
     s_tmin: float = _opt(0.0, min=0.0, help="euler/heun: churn only at levels (σ or t) >= S_tmin")
     s_tmax: float = _opt(0.0, min=0.0, help="euler/heun: churn only at levels <= S_tmax; 0 = no limit")
-    guidance: float = _opt(1.0, min=1.0, help="autoguidance weight w: ε = ε_guide + w (ε - ε_guide); 1 = off")
+    guidance: float = _opt(1.0, min=1.0, help="autoguidance weight w: D = D_guide + w (D - D_guide); 1 = off")
     guide_interval: tuple[float, ...] = _opt((), min=0.0, help="[lo, hi]: guide only at noise levels σ in it "
                                              "(Kynkäänniemi et al. 2024; σ as EDM's: t/(1-t) for flow, "
                                              "√((1-ᾱ)/ᾱ) for ddpm), the model alone elsewhere; [] = everywhere")
@@ -225,29 +226,40 @@ def _check_combinations(cfg: Config, where: str) -> None:
         if getattr(cfg.model, key) != getattr(ModelConfig(), key):
             raise UserError(f"{where}: model.{key} is for the ddpm variant; the simple UNet has one block per level "
                             f"and attention only in the middle (remove the key or set model.variant=ddpm)")
-    if d.objective not in SAMPLERS[sample.sampler].objectives:
-        fits = ", ".join(n for n, s in SAMPLERS.items() if d.objective in s.objectives)
-        raise UserError(f"{where}: sample.sampler={sample.sampler} does not sample diffusion.objective={d.objective} "
-                        f"(choose {fits}, e.g. --set sample.sampler={fits.split(', ')[-1]})")
-    if d.objective != "ddpm":
-        if d.min_snr_gamma:
-            raise UserError(f"{where}: diffusion.min_snr_gamma is a ddpm loss weight; {d.objective} weights its "
-                            f"loss itself (set diffusion.min_snr_gamma=0)")
-        if d.prediction != "eps":
-            raise UserError(f"{where}: diffusion.prediction={d.prediction} is for the ddpm objective; {d.objective} "
-                            f"fixes what the network predicts")
+    refused = SAMPLERS[sample.sampler].refuses.get(d.objective)
+    if refused:
+        fits = [n for n, s in SAMPLERS.items() if d.objective not in s.refuses]
+        raise UserError(f"{where}: sample.sampler={sample.sampler} does not sample diffusion.objective={d.objective}: "
+                        f"{refused} (choose {', '.join(fits)}, e.g. --set sample.sampler="
+                        f"{OBJECTIVES[d.objective].default_sampler})")
+    OBJECTIVES[d.objective].check(d, where)
+    _check_sample(sample, where)
+    if cfg.train.fit_time_limit and not cfg.train.time_limit:
+        raise UserError(f"{where}: train.fit_time_limit fits the schedule to train.time_limit, which is 0: set "
+                        f"train.time_limit (seconds of training) or train.fit_time_limit=false")
+
+
+def _check_sample(sample: SampleConfig, where: str) -> None:
+    """The [sample] keys that are valid alone but not together."""
     if sample.guide_interval and not (len(sample.guide_interval) == 2
                                       and sample.guide_interval[0] < sample.guide_interval[1]):
         raise UserError(f"{where}: sample.guide_interval={list(sample.guide_interval)} must be two noise levels "
                         f"[lo, hi] with lo < hi, e.g. [0.25, 5.7], or [] to guide everywhere")
-    if cfg.train.fit_time_limit and not cfg.train.time_limit:
-        raise UserError(f"{where}: train.fit_time_limit fits the schedule to train.time_limit, which is 0: set "
-                        f"train.time_limit (seconds of training) or train.fit_time_limit=false")
     if sample.guide_at and sample.guide_step:
         raise UserError(f"{where}: sample.guide_at={sample.guide_at:g} and sample.guide_step={sample.guide_step} "
                         f"both choose the guide: set one of them to 0")
-    if d.objective == "edm" and not d.sigma_min < d.sigma_max:
-        raise UserError(f"{where}: diffusion.sigma_min={d.sigma_min:g} must be below sigma_max={d.sigma_max:g}")
+
+
+def replace_sample(sample: SampleConfig, changes: dict[str, Any], where: str = "config") -> SampleConfig:
+    """``sample`` with some keys changed (None values: unchanged), validated as a config's [sample] is; a sampler
+    that does not fit the objective is refused where the objective is known (``sampling.generate``)."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return sample
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(sample).items()}
+    built = _build_section(SampleConfig, {**values, **changes}, "sample", where)
+    _check_sample(built, where)
+    return built
 
 
 # Keys a resumed run may change freely: how long, how often, where, how fast; not what is learned or how.

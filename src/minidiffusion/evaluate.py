@@ -41,6 +41,7 @@ from torch import nn
 from .config import Config, DataConfig
 from .data import ImageDataset, default_root, load_dataset
 from .data.download import cache_dir
+from .diffusion import make_objective
 from .errors import UserError
 from .features import FeatureExtractor, extract, load_extractor
 from .images import SIXTEEN_BIT, pil_to_mode
@@ -350,7 +351,8 @@ class TrainingEvaluator:
 
     @torch.no_grad()
     def __call__(self, ema_model: nn.Module, step: int, guide: nn.Module | None = None) -> dict:
-        images = generate(ema_model, unguided_until(self.cfg, guide), self.cfg.train.eval_n, seed=self.cfg.train.seed,
+        images = generate(ema_model, make_objective(self.cfg.diffusion), unguided_until(self.cfg.sample, guide),
+                          self.cfg.train.eval_n, seed=self.cfg.train.seed,
                           shape=(self.channels, self.image_size, self.image_size), device=self.device, guide=guide)
         features, logits = extract(self.extractor, images)
         fid = frechet_distance(*feature_statistics(features), self.reference.mu, self.reference.sigma)

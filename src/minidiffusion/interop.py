@@ -37,6 +37,7 @@ from torch import nn
 
 from .checkpoint import data_record, pack, save_checkpoint
 from .config import Config
+from .diffusion import make_objective
 from .errors import UserError
 from .models.unet import Attention, Downsample, ResBlock, UNet, Upsample, build_model
 from .rundir import atomic_write_bytes
@@ -193,7 +194,7 @@ def config_from_diffusers(unet: dict[str, Any], scheduler: dict[str, Any] | None
 def config_to_diffusers(cfg: Config, channels: int, image_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(UNet2DModel config, DDPMScheduler config) for our config and image shape. Every key is written out."""
     m = cfg.model
-    if cfg.diffusion.objective != "ddpm":
+    if make_objective(cfg.diffusion).schedule is None:  # a network of continuous levels, not ε at timesteps
         raise UserError(f"diffusion.objective={cfg.diffusion.objective}: diffusers' DDPMScheduler samples only the "
                         f"ddpm objective (this network's output means something else)")
     if m.variant != "ddpm":

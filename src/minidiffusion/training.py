@@ -35,7 +35,7 @@ from .checkpoint import (
 from .config import Config, config_changes
 from .data import ImageDataset, load_dataset
 from .devices import AUTOCAST, resolve_device
-from .diffusion.objectives import make_objective
+from .diffusion import make_objective
 from .errors import UserError
 from .images import make_grid, save_grid, to_model_range
 from .logging_backends import MetricsLogger, require_backends
@@ -436,7 +436,8 @@ def _draw_grid(cfg: Config, out: Path, ema: nn.Module, guide: nn.Module | None, 
     if bar is not None and world.is_main:  # the bar stands at 100%: say what the next minute is for
         bar.close()
         log.info("drawing the final grid: %d samples, %s %d steps", cfg.sample.n, cfg.sample.sampler, cfg.sample.steps)
-    grid = generate_sharded(ema, unguided_until(cfg, guide), cfg.sample.n, seed=cfg.train.seed,
+    grid = generate_sharded(ema, make_objective(cfg.diffusion), unguided_until(cfg.sample, guide), cfg.sample.n,
+                            seed=cfg.train.seed,
                             shape=(data.channels, data.image_size, data.image_size), device=device, world=world,
                             guide=guide)
     if world.is_main:

@@ -30,6 +30,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .diffusion import Schedule, StepInfo, q_sample
+from .diffusion.objectives import parse_timesteps  # noqa: F401  (visualize.parse_timesteps, as before)
 from .errors import UserError
 from .images import make_grid, to_model_range, to_pil, to_pixels
 
@@ -107,51 +108,6 @@ def grid_columns(n: int) -> int:
         if n % columns == 0:
             return columns
     return side
-
-
-# -- timesteps ---------------------------------------------------------------------------------------------------
-
-def parse_timesteps(text: str, num_timesteps: int) -> list[int]:
-    """``"0,499,749,999"`` -> ``[0, 499, 749, 999]``; each a distinct integer in 0 .. T-1 (t is 0-based)."""
-    valid = f"valid timesteps: 0..{num_timesteps - 1}, comma-separated"
-    items = [item.strip() for item in str(text).split(",")]
-    values: list[int] = []
-    for item in items:
-        try:
-            t = int(item)
-        except ValueError:
-            raise UserError(f"timestep {item!r} is not an integer ({valid})") from None
-        if not 0 <= t < num_timesteps:
-            raise UserError(f"timestep {t} is out of range ({valid})")
-        if t in values:
-            raise UserError(f"timestep {t} is listed twice ({valid})")
-        values.append(t)
-    return values
-
-
-def parse_levels(text: str, objective) -> list:
-    """The noise levels of ``--snapshots`` / ``--timesteps`` in the objective's own time: timesteps 0 .. T-1 for
-    ddpm (:func:`parse_timesteps`), t in [0, 1] for flow, σ >= 0 for edm; distinct, 0 being the clean end."""
-    if objective.name == "ddpm":
-        return parse_timesteps(text, objective.schedule.num_timesteps)
-    valid = "valid: t in [0, 1], comma-separated" if objective.name == "flow" else "valid: σ >= 0, comma-separated"
-    values: list[float] = []
-    for item in (item.strip() for item in str(text).split(",")):
-        try:
-            level = float(item)
-        except ValueError:
-            raise UserError(f"noise level {item!r} is not a number ({valid})") from None
-        if not (0 <= level <= 1 if objective.name == "flow" else 0 <= level < math.inf):
-            raise UserError(f"noise level {item} is out of range ({valid})")
-        if level in values:
-            raise UserError(f"noise level {item} is listed twice ({valid})")
-        values.append(level)
-    return values
-
-
-DEFAULT_TIMESTEPS = "0,10,50,100,150,200,250,300,400,600,800,999"
-DEFAULT_LEVELS = {"ddpm": DEFAULT_TIMESTEPS, "flow": "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1",
-                  "edm": "0,0.05,0.1,0.2,0.5,1,2,5,10,80"}
 
 
 # -- the data and the forward process ---------------------------------------------------------------------------
@@ -437,10 +393,11 @@ def ema_smooth(values: Sequence[float | None], smooth: float) -> list[float]:
     return out
 
 
-def plot_curves(records: list[dict], out: str | Path, *, smooth: float = 0.9, num_timesteps: int | None = None,
-                title: str = "", objective: str = "ddpm") -> Path:
+def plot_curves(records: list[dict], out: str | Path, *, smooth: float = 0.9, title: str = "",
+                quartiles: Sequence[str] | None = None) -> Path:
     """Three panels against step: the loss (raw, faint, and smoothed), the smoothed loss per timestep quartile
-    (``loss_q0`` .. ``loss_q3``, q0 the least noisy), and training throughput (``img_per_s``). Needs matplotlib."""
+    (``loss_q0`` .. ``loss_q3``, q0 the least noisy, named by ``quartiles``, e.g. the objective's
+    ``quartile_label``s), and training throughput (``img_per_s``). Needs matplotlib."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
@@ -458,15 +415,7 @@ def plot_curves(records: list[dict], out: str | Path, *, smooth: float = 0.9, nu
     ax_loss.legend()
 
     for q in range(4):
-        if objective == "flow":
-            label = f"t {q / 4:.2f}..{(q + 1) / 4:.2f}"
-        elif objective == "edm":
-            label = f"ρ-grid quartile {q}"  # σ between σ_min and σ_max, spaced as the sampler spaces them
-        elif num_timesteps:
-            low, high = q * num_timesteps // 4, (q + 1) * num_timesteps // 4 - 1
-            label = f"t {low}..{high}"
-        else:
-            label = f"quartile {q}"
+        label = quartiles[q] if quartiles else f"quartile {q}"
         ax_q.plot(steps, ema_smooth(column(f"loss_q{q}"), smooth), color=f"C{q}", label=label)
     ax_q.set_title("loss by timestep quartile (q0: least noisy)")
     ax_q.legend()

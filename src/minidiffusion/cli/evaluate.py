@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 
@@ -62,11 +61,12 @@ def register(subparsers, formatter_class) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import DataConfig
+    from ..config import DataConfig, replace_sample
     from ..devices import resolve_device
+    from ..diffusion import make_objective
     from ..evaluate import class_summary, compute_metrics, load_samples, parse_metrics, reference_stats, stats_dirs
     from ..features import extract, load_extractor
-    from ..sampling import Options, generate, guide_for, load_model, with_guidance, with_sampler
+    from ..sampling import Options, generate, guide_for, load_model
 
     start_time = time.perf_counter()
     if not (args.checkpoint or args.samples or args.stats_only):
@@ -82,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     images, net, ckpt, guide, source = None, None, None, None, args.checkpoint or args.samples
     if args.checkpoint:
         net, ckpt = load_model(args.checkpoint, device=device)
-        ckpt = dataclasses.replace(ckpt, config=with_guidance(ckpt.config, args.guidance))
-        guide = guide_for(ckpt.config, ckpt, args.guide, device)
+        sample = replace_sample(ckpt.config.sample, {"guidance": args.guidance, "sampler": args.sampler,
+                                                     "steps": args.steps, "batch_size": args.batch_size})
+        guide = guide_for(sample, ckpt, args.guide, device)
         channels, size, _ = ckpt.image_shape
     elif args.samples:
         images = load_samples(args.samples, args.n)
@@ -112,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
         data = load_dataset(data_cfg, split)
         reference = reference_stats(extractor, data, split, stats_dirs(data_cfg, args.stats_dir), progress=progress)
     if ckpt:
-        cfg = with_sampler(ckpt.config, args.sampler, args.steps, args.batch_size)
-        images = generate(net, cfg, args.n or DEFAULT_N, seed=args.seed, shape=ckpt.image_shape, device=device,
-                          guide=guide, options=Options(channels_last=cfg.train.channels_last, progress=progress))
+        images = generate(net, make_objective(ckpt.config.diffusion), sample, args.n or DEFAULT_N, seed=args.seed,
+                          shape=ckpt.image_shape, device=device, guide=guide,
+                          options=Options(channels_last=ckpt.config.train.channels_last, progress=progress))
     if args.stats_only:
         result = {"stats": str(reference.path) if reference.path else None, "cached": reference.cached,
                   "resolution": data.image_size}

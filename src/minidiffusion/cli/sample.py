@@ -28,8 +28,9 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--every", type=int, default=1, help="video: keep every K-th step")
     p.add_argument("--with-x0", action="store_true", help="video: show the x0 estimate beside x_t")
     p.add_argument("--snapshots", default=None, metavar="T,T,...",
-                   help="write the grid at these noise levels side by side to --out: timesteps for ddpm (e.g. "
-                        "999,749,499,0), t in [0, 1] for flow (1,0.75,0.5,0), σ for edm (80,5,0.5,0)")
+                   help="write the grid at these noise levels side by side to --out, in the objective's own time: "
+                        "timesteps for ddpm (e.g. 999,749,499,0), t in [0, 1] for flow (1,0.75,0.5,0), σ for edm "
+                        "(80,5,0.5,0)")
     p.add_argument("--no-x0", action="store_true",
                    help="snapshots: x_t only, without the row of the network's x0 estimates under it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -38,50 +39,51 @@ def register(subparsers, formatter_class) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import distributed
+    from ..config import replace_sample
     from ..devices import resolve_device
+    from ..diffusion import make_objective
     from ..images import make_grid, save_grid, save_npz, save_png
-    from ..sampling import Options, generate_sharded, guide_for, load_model, with_guidance, with_sampler
+    from ..sampling import Options, generate_sharded, guide_for, load_model
 
     out = _sample_out(Path(args.out), args.snapshots)  # a typo fails now, not after minutes of sampling
     device = resolve_device(args.device, "--device")
     world = distributed.init(device)  # under torchrun, each rank draws a contiguous share of the images
     device = distributed.local_device(device, world)
     net, ckpt = distributed.agreed(lambda: load_model(args.checkpoint, ema=not args.no_ema, device=device), world)
-    cfg = ckpt.config
-    if args.set:
-        cfg = cfg.replace(**sections(args.set, allowed=("sample",)))
+    # the [sample] section, built and checked once: the checkpoint's, with --set and the sampling options
+    sample = replace_sample(ckpt.config.sample, {**sections(args.set, allowed=("sample",)).get("sample", {}),
+                                                 "guidance": args.guidance, "sampler": args.sampler,
+                                                 "steps": args.steps, "batch_size": args.batch_size})
+    objective = make_objective(ckpt.config.diffusion)
     if args.n is None:
-        args.n = cfg.sample.n
+        args.n = sample.n
     elif args.n < 1:
         raise UserError(f"--num-images {args.n}: draw at least one image")
-    cfg = with_sampler(with_guidance(cfg, args.guidance), args.sampler, args.steps, args.batch_size)
-    guide = distributed.agreed(lambda: guide_for(cfg, ckpt, args.guide, device), world)
+    guide = distributed.agreed(lambda: guide_for(sample, ckpt, args.guide, device), world)
     recorder = None
     if args.video or args.snapshots:
-        from ..diffusion.objectives import level_label, make_objective
-        from ..visualize import DenoisingRecorder, check_video_path, parse_levels
+        from ..visualize import DenoisingRecorder, check_video_path
 
         if world.distributed:
             raise distributed.EveryRankError("--video/--snapshots record one batch in one process: run them "
                                              "without torchrun", quiet=not world.is_main)
-        if args.n > cfg.sample.batch_size:
+        if args.n > sample.batch_size:
             raise UserError("--video/--snapshots record one batch: use --n <= --batch-size")
         if args.video:
             check_video_path(args.video)  # a bad extension or a missing extra fails before sampling, not after
-        objective = make_objective(cfg.diffusion)
         if args.snapshots:
-            wanted = parse_levels(args.snapshots, objective)
+            wanted = objective.parse_levels(args.snapshots)
         recorder = DenoisingRecorder(every=args.every, with_x0=args.with_x0, record_x0=bool(args.snapshots)
-                                     and not args.no_x0, label=lambda level: level_label(objective.name, level))
-    options = Options(channels_last=cfg.train.channels_last, callback=recorder, progress=not args.no_progress)
-    images = generate_sharded(net, cfg, args.n, seed=args.seed, shape=ckpt.image_shape, device=device, world=world,
-                              guide=guide, options=options)
+                                     and not args.no_x0, label=objective.label)
+    options = Options(channels_last=ckpt.config.train.channels_last, callback=recorder, progress=not args.no_progress)
+    images = generate_sharded(net, objective, sample, args.n, seed=args.seed, shape=ckpt.image_shape, device=device,
+                              world=world, guide=guide, options=options)
     if not world.is_main:
         return 0  # rank 0 holds all the images and writes them
     if args.snapshots:
         from ..visualize import snapshot_strip
 
-        save_png(snapshot_strip(recorder, images, wanted, log_levels=cfg.diffusion.objective == "edm"), out)
+        save_png(snapshot_strip(recorder, images, wanted, log_levels=objective.log_levels), out)
         print(f"wrote {out}")
     elif out.suffix.lower() == ".npz":
         save_npz(images, out)  # (N, H, W, C) uint8

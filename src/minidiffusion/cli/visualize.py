@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import torch
 
 from ..data import DATASETS
-from ..diffusion import SAMPLERS, make_objective, make_schedule
-from ..diffusion.objectives import level_label
+from ..diffusion import DDPM, make_objective
 from ..errors import UserError
 from ..images import save_png
-from ..visualize import (
-    DEFAULT_LEVELS,
-    DEFAULT_TIMESTEPS,
-    MIN_CELL,
-    auto_scale,
-    data_grid,
-    forward_figure,
-    parse_levels,
-    pick_images,
-    plot_curves,
-    read_metrics,
-)
+from ..visualize import MIN_CELL, auto_scale, data_grid, forward_figure, pick_images, plot_curves, read_metrics
 from .common import add_set, check_not_negative, sections
 
 
@@ -35,9 +22,6 @@ def _config(dataset: str, overrides: list[str], allowed: tuple[str, ...]):
     found = {"data": {"name": dataset}}
     for section, keys in sections(overrides, allowed).items():
         found.setdefault(section, {}).update(keys)
-    objective = found.get("diffusion", {}).get("objective", "ddpm")
-    if objective in SAMPLERS["heun"].objectives:  # any sampler that fits: figures of the data draw no samples
-        found["sample"] = {"sampler": "heun"}
     return Config().replace(**found)
 
 
@@ -66,24 +50,17 @@ def run_forward(args: argparse.Namespace) -> int:
     check_not_negative(args, "scale")
     cfg = _config(args.dataset, args.set, ("data", "diffusion"))
     objective = make_objective(cfg.diffusion)
-    levels = parse_levels(args.timesteps or DEFAULT_LEVELS[objective.name], objective)
-    if objective.name == "ddpm":
-        T = cfg.diffusion.num_timesteps
-        names = ("linear", "cosine") if args.schedule == "both" else (args.schedule,)
-        schedules = {}
-        for name in names:  # --schedule wins over diffusion.schedule; linear uses diffusion.beta_start/beta_end
-            schedules[f"{name} schedule"] = make_schedule(dataclasses.replace(cfg.diffusion, schedule=name))
-        title = f"forward diffusion q(x_t | x_0) on {args.dataset}, T={T}"
-    else:  # the objective's own path: x0 + σ n (edm, shown clipped to [-1, 1]) or (1 - t) x0 + t n (flow)
-        path = "x0 + σ n" if objective.name == "edm" else "(1 - t) x0 + t n"
-        schedules = {f"{objective.name}: x = {path}": objective}
-        title = f"forward process of the {objective.name} objective on {args.dataset}"
+    levels = objective.parse_levels(args.timesteps or objective.default_levels)
+    # --schedule picks the β schedules of a ddpm figure (linear with diffusion.beta_start/beta_end); the other
+    # objectives show their own path: x0 + σ n (edm, shown clipped to [-1, 1]) or (1 - t) x0 + t n (flow)
+    schedules = objective.forward_variants(args.schedule)
+    title = objective.forward_title(args.dataset)
     dataset = _load(cfg)
     images = pick_images(dataset, args.n, args.seed)
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(args.seed))
     scale = args.scale or auto_scale(dataset.image_size, MIN_CELL)
     figure = forward_figure(images, schedules, levels, noise, scale=scale, title=title,
-                            label=lambda level: level_label(objective.name, level))
+                            label=objective.label)
     out = save_png(figure, args.out)
     print(f"wrote {out}")
     return 0
@@ -94,17 +71,17 @@ def run_curves(args: argparse.Namespace) -> int:
 
     run = Path(args.run)
     records = read_metrics(run)
-    num_timesteps, objective = None, "ddpm"
+    quartiles, name = None, "ddpm"
     run_dir = run if run.is_dir() else run.parent
     config_path = run_dir / "config.toml"
     if config_path.is_file():
         try:
-            diffusion = load_config(config_path).diffusion
-            num_timesteps, objective = diffusion.num_timesteps, diffusion.objective
+            objective = make_objective(load_config(config_path).diffusion)
+            quartiles, name = [objective.quartile_label(q) for q in range(4)], objective.name
         except UserError:
             pass  # an old or hand-edited config: label quartiles without their t ranges
-    out = plot_curves(records, args.out, smooth=args.smooth, num_timesteps=num_timesteps, objective=objective,
-                      title=f"run {run_dir.resolve().name} ({objective})")
+    out = plot_curves(records, args.out, smooth=args.smooth, quartiles=quartiles,
+                      title=f"run {run_dir.resolve().name} ({name})")
     print(f"wrote {out} ({len(records)} points, steps {records[0]['step']}..{records[-1]['step']})")
     return 0
 
@@ -146,7 +123,7 @@ def register(subparsers, formatter_class) -> None:
     add_data_args(q, 6, "a data or diffusion option (repeatable), e.g. --set diffusion.num_timesteps=500")
     q.add_argument("--timesteps", default=None, metavar="T,T,...",
                    help="noise levels, one column each: 0-based timesteps (ddpm), t in [0, 1] (flow), σ (edm); "
-                        f"default {DEFAULT_TIMESTEPS} for ddpm")
+                        f"default {DDPM.default_levels} for ddpm")
     q.add_argument("--schedule", choices=("linear", "cosine", "both"), default="linear",
                    help="noise schedule; both = linear above cosine")
     q.add_argument("--out", default="forward.png", help="PNG to write")

@@ -51,22 +51,7 @@ def q_posterior(schedule: Schedule, x0: torch.Tensor, x_t: torch.Tensor,
     return mean, schedule.at(schedule.posterior_variance, t)
 
 
-EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def eps_model(net: torch.nn.Module, schedule: Schedule, prediction: str = "eps", *, dtype: torch.dtype | None = None,
-              channels_last: bool = False, cuda_graph: bool = False) -> EpsModel:
-    """Wrap a network into the ε-model every sampler takes: ``model(x_t, t) -> ε̂``.
-
-    ``dtype`` (autocast), ``channels_last`` and ``cuda_graph`` make it faster on a GPU (see :class:`FastEpsModel`);
-    without them the network is called as it is.
-    """
-    if prediction not in ("eps", "v"):
-        raise ValueError(f"unknown prediction {prediction!r}")
-    net = fast_network(net, dtype=dtype, channels_last=channels_last, cuda_graph=cuda_graph)
-    if prediction == "eps":
-        return net
-    return lambda x_t, t: eps_from_v(schedule, x_t, t, net(x_t, t).float())
+Network = Callable[..., torch.Tensor]  # net(x, level) or net(x, level, cond)
 
 
 def fast_network(net, *, dtype: torch.dtype | None = None, channels_last: bool = False, cuda_graph: bool = False):
@@ -74,22 +59,6 @@ def fast_network(net, *, dtype: torch.dtype | None = None, channels_last: bool =
     if dtype is not None or channels_last or cuda_graph:
         return FastEpsModel(net, dtype=dtype, channels_last=channels_last, cuda_graph=cuda_graph)
     return net
-
-
-def guided_eps_model(model: EpsModel, guide: EpsModel, weight: float,
-                     active: Callable[[int], bool] | None = None) -> EpsModel:
-    """Autoguidance (Karras et al. 2024): ε = ε_guide + w (ε - ε_guide), the guide a weaker version of the same
-    model (here: the same run, earlier). w = 1 is the model alone; w > 1 pushes samples away from what the weaker
-    model gets wrong, trading variety for well-formed images, as classifier-free guidance does, without labels.
-    With ``active`` (timestep -> bool), timesteps where it is False take the model alone (one call, not two).
-    """
-    def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if active is not None and not active(int(t[0])):
-            return model(x_t, t).float()
-        weak = guide(x_t, t).float()
-        return weak + weight * (model(x_t, t).float() - weak)
-
-    return guided
 
 
 class FastEpsModel:
@@ -102,23 +71,23 @@ class FastEpsModel:
     With ``channels_last`` a module's weights are converted in place (same values, another memory layout).
     """
 
-    def __init__(self, net: EpsModel, *, dtype: torch.dtype | None = None, channels_last: bool = False,
+    def __init__(self, net: Network, *, dtype: torch.dtype | None = None, channels_last: bool = False,
                  cuda_graph: bool = False):
         if channels_last and isinstance(net, torch.nn.Module):
             net.to(memory_format=torch.channels_last)
         self.net, self.dtype, self.channels_last, self.cuda_graph = net, dtype, channels_last, cuda_graph
         self._graphs: dict[tuple, tuple] = {}
 
-    def _forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         if self.channels_last:
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         # cache_enabled=False: autocast's cache of cast weights must not outlive a graph capture
         with torch.autocast(x_t.device.type, dtype=self.dtype, enabled=self.dtype is not None, cache_enabled=False):
-            return self.net(x_t, t)
+            return self.net(x_t, t) if cond is None else self.net(x_t, t, cond)
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if not (self.cuda_graph and x_t.is_cuda):
-            out = self._forward(x_t, t)
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
+        if not (self.cuda_graph and x_t.is_cuda) or cond is not None:  # a condition: no graph (its buffers are x, t)
+            out = self._forward(x_t, t, cond)
         else:
             key = (tuple(x_t.shape), x_t.dtype, x_t.device, t.dtype)
             if key not in self._graphs:

@@ -169,7 +169,9 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)  # the untrained model predicts 0: a calm start
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C, H, W) at levels t (N,) -> (N, C, H, W); ``cond`` is the slot of a condition (none yet)."""
+        _unconditional(cond)
         emb = self.time_embed(t)
         h = self.conv_in(x)
         skips = [h]
@@ -224,7 +226,9 @@ class SimpleUNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C, H, W) at levels t (N,) -> (N, C, H, W); ``cond`` is the slot of a condition (none yet)."""
+        _unconditional(cond)
         emb = self.time_embed(t)
         h = self.conv_in(x)
         skips = []
@@ -253,8 +257,14 @@ class Patched(nn.Module):
         self.net = net
         self.patch_size = patch_size
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(self.net(F.pixel_unshuffle(x, self.patch_size), t), self.patch_size)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return F.pixel_shuffle(self.net(F.pixel_unshuffle(x, self.patch_size), t, cond), self.patch_size)
+
+
+def _unconditional(cond) -> None:
+    if cond is not None:
+        raise ValueError("these UNets take no condition yet (cond must be None): class-conditional generation is "
+                         "its own change")
 
 
 def build_model(cfg, in_channels: int, image_size: int) -> nn.Module:
