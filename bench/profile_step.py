@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--smoke", action="store_true", help="tiny model, 2 + 3 steps")
     args = p.parse_args(argv)
     if args.smoke:
-        args.set = common.SMOKE_OVERRIDES + args.set
+        args.set = [*common.SMOKE_OVERRIDES, "train.batch_size=8", *args.set]
         args.steps, args.warmup = 3, 2
     return [profile(args, legacy) for legacy in ((False, True) if args.legacy else (False,))]
 

@@ -71,7 +71,7 @@ def run_curves(args: argparse.Namespace) -> int:
 
     run = Path(args.run)
     records = read_metrics(run)
-    quartiles, name = None, "ddpm"
+    quartiles, name = None, "objective unknown"
     run_dir = run if run.is_dir() else run.parent
     config_path = run_dir / "config.toml"
     if config_path.is_file():

@@ -1,0 +1,114 @@
+"""Every script bench/README.md and README.md name, run in a smoke mode on tiny settings: a stale import, a renamed
+option or a variant that no longer exists fails here, not on the day a GPU is lent. The numbers they print are not
+checked (bench/RESULTS.md holds the real ones); that each run produces its complete record is."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minidiffusion.config import load_config
+from minidiffusion.training import train
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+import frontier  # noqa: E402  (bench/ is a folder of scripts, not a package)
+import mnist200  # noqa: E402
+import nfe  # noqa: E402
+import profile_step  # noqa: E402
+import quick_sweep  # noqa: E402
+import quickstart_quality  # noqa: E402
+import variant_ratio  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """The quick preset trained for 4 steps, its guide after step 2."""
+    run = tmp_path_factory.mktemp("bench") / "quick"
+    cfg = load_config("quick", ["train.steps=4", "sample.guide_step=2", "train.checkpoint_every=0", "train.device=cpu",
+                                "sample.n=4"])
+    train(cfg, run, progress=False)
+    return run
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_profile_step_smoke(tmp_path):
+    results = tmp_path / "r.jsonl"
+    made = profile_step.main(["--preset", "mnist", "--smoke", "--legacy", "--results", str(results)])
+    assert [r["legacy"] for r in made] == [False, True] and len(records(results)) == 2
+    for r in made:
+        assert r["ms_per_step"] > 0 and r["top"] and {"launches_per_step", "syncs_per_step", "sync_sources"} <= r.keys()
+
+
+def test_variant_ratio_smoke():
+    (ratio,) = variant_ratio.main(["--smoke"])
+    assert ratio > 0
+
+
+@pytest.mark.parametrize("who", ["ours", "diffusers"])
+def test_mnist200_smoke(tmp_path, who):
+    pytest.importorskip("diffusers") if who == "diffusers" else None
+    samples, results = tmp_path / "s.npz", tmp_path / "r.jsonl"
+    record = mnist200.main(["--who", who, "--smoke", "--seconds", "3", "--n", "12", "--samples", str(samples),
+                            "--results", str(results)])
+    images = np.load(samples)["images"]
+    assert images.shape == (12, 28, 28, 1) and images.dtype == np.uint8
+    assert records(results)[0]["who"] == who and record["train_steps"] >= 1
+    assert {"confident", "fid_classifier", "entropy_bits", "nfe", "img_per_s"} <= record.keys()
+
+
+def test_nfe_and_quickstart_quality_smoke(quick_run, tmp_path):
+    results = tmp_path / "r.jsonl"
+    made = nfe.main(["--checkpoint", str(quick_run), "--samplers", "dpmpp,heun", "--steps", "2", "--n", "8",
+                     "--samples", str(tmp_path), "--results", str(results)])
+    assert len(made) == 2 and len(records(results)) == 2
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["nfe-dpmpp-2.npz", "nfe-heun-2.npz"]
+    assert quickstart_quality.main([str(quick_run), "--n", "8", "--results", str(results)]) in (0, 1)
+    assert len(records(results)) == 3
+
+
+def test_frontier_smoke(tmp_path):
+    results = tmp_path / "r.jsonl"
+    frontier.main(["--recipes", "flow", "--budgets", "2", "--n", "8", "--scorings", "heun:2:1", "--out",
+                   str(tmp_path / "runs"), "--results", str(results)])
+    (record,) = records(results)
+    assert (record["recipe"], record["train_steps"], record["n"]) == ("flow", 2, 8)
+
+
+def test_quick_sweep_smoke(tmp_path):
+    results = tmp_path / "r.jsonl"
+    variant = next(iter(quick_sweep.VARIANTS))
+    quick_sweep.main(["--variants", variant, "--n", "8", "--set", "train.steps=2", "train.warmup_steps=1",
+                      "--out", str(tmp_path / "runs"), "--results", str(results)])
+    assert records(results) and all(r["variant"] == variant for r in records(results))
+
+
+def run_gpu_smoke(tmp_path, *steps):
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_WAIT_POLICY": "PASSIVE", "OUT": str(tmp_path)}
+    done = subprocess.run(["bash", str(BENCH / "gpu.sh"), "--smoke", *steps], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "!!" not in done.stdout, done.stdout[-3000:]  # a step that failed or timed out says so with "!!"
+    return done.stdout
+
+
+def test_gpu_script_smoke_train_and_sample(tmp_path):
+    """The GPU script's cifar10 steps on the CPU (compile by the eager backend): every option it passes exists."""
+    pytest.importorskip("diffusers")
+    out = run_gpu_smoke(tmp_path, "train", "sample")
+    assert "train cifar10" in out and "sample cifar10" in out
+
+
+@pytest.mark.slow
+def test_gpu_script_smoke_everything(tmp_path):
+    pytest.importorskip("diffusers")
+    out = run_gpu_smoke(tmp_path)
+    assert "profile mnist" in out and "mnist 6s ours" in out and "mnist 6s diffusers" in out
+    assert (tmp_path / "best-mnist.json").is_file() and (tmp_path / "gpu-200s-ours.npz").is_file()
