@@ -112,3 +112,14 @@ def test_gpu_script_smoke_everything(tmp_path):
     out = run_gpu_smoke(tmp_path)
     assert "profile mnist" in out and "mnist 6s ours" in out and "mnist 6s diffusers" in out
     assert (tmp_path / "best-mnist.json").is_file() and (tmp_path / "gpu-200s-ours.npz").is_file()
+
+
+def test_no_extra_pulls_torchvision_into_the_project_environment():
+    """torchvision pins its own torch: in an extra it would replace the pinned CPU torch of .venv (and break the
+    interop tests). lucid's package needs it, so lucid lives in bench/anchor-venv.sh's environment."""
+    import tomllib
+
+    extras = tomllib.loads((BENCH.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    bound = ("torchvision", "denoising-diffusion-pytorch", "ema-pytorch")
+    assert not [req for reqs in extras.values() for req in reqs if req.split(">")[0].split("=")[0].strip() in bound]
+    assert "denoising-diffusion-pytorch" in (BENCH / "anchor-venv.sh").read_text()
