@@ -123,3 +123,17 @@ def test_no_extra_pulls_torchvision_into_the_project_environment():
     bound = ("torchvision", "denoising-diffusion-pytorch", "ema-pytorch")
     assert not [req for reqs in extras.values() for req in reqs if req.split(">")[0].split("=")[0].strip() in bound]
     assert "denoising-diffusion-pytorch" in (BENCH / "anchor-venv.sh").read_text()
+
+
+def test_retraining_the_classifier_never_overwrites_the_shipped_one_unless_asked(capsys):
+    """Every evaluate scores with the shipped classifier: a retrained one goes to runs/ by default."""
+    sys.path.insert(0, str(BENCH.parent / "scripts"))
+    import train_classifier
+
+    from minidiffusion.features.classifier import weights_path
+
+    assert train_classifier.destination("mnist", None, False) == Path("runs/classifier/mnist_classifier.safetensors")
+    assert train_classifier.destination("mnist", "x.safetensors", False) == Path("x.safetensors")
+    assert train_classifier.destination("mnist", None, True) == weights_path("mnist")
+    assert train_classifier.main(["--out", "x", "--replace-shipped"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
