@@ -6,6 +6,7 @@ import pytest
 
 from minidiffusion.cli import main
 from minidiffusion.config import load_config
+from minidiffusion.errors import UserError
 from tests.helpers import make_folder, tiny_config
 
 
@@ -134,3 +135,36 @@ def test_sample_on_a_missing_gpu_names_its_own_flag(tiny_run, tmp_path, capsys, 
     assert main(["sample", "--checkpoint", str(tiny_run), "--device", "cuda", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert "--device=cuda but no GPU is visible" in err and "train.device" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--set", "train.device=gpu", "--dry-run"], "train.device='gpu': choose auto, cpu, cuda, cuda:N"),
+    (["train", "--set", "train.device=cuda:x", "--dry-run"], "train.device='cuda:x': choose"),
+    (["sample", "--checkpoint", "nowhere", "--device", "cuda:7"], None),
+    (["sample", "--checkpoint", "nowhere", "--device", "mps"], None),
+])
+def test_device_names_are_checked_in_one_line(argv, message, capsys, monkeypatch):
+    """cuda:N and mps are devices users expect; a name that is none of the forms, or a device that is not there,
+    is one line."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    if message:
+        assert message in err
+
+
+def test_a_gpu_index_is_checked_against_the_visible_ones(monkeypatch):
+    import torch
+
+    from minidiffusion.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == "cuda:1" and resolve_device("cuda") == "cuda"
+    with pytest.raises(UserError, match=r"train.device=cuda:2 but PyTorch sees 2 GPU\(s\), cuda:0 .. cuda:1"):
+        resolve_device("cuda:2")
+    assert load_config("quick", ["train.device=cuda:1"]).train.device == "cuda:1"

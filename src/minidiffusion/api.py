@@ -85,6 +85,6 @@ def load(path: str | Path, *, ema: bool = True, device: str = "cpu", guide: str 
     """
     from .devices import resolve_device
 
-    device = resolve_device(device, "device") if device in ("auto", "cuda") else device
+    device = resolve_device(device, "device")
     net, ckpt = load_model(path, ema=ema, device=device)
     return Model(net, ckpt.config, ckpt.image_shape, device, ckpt, load_guide(ckpt, guide, device=device))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.registry import DATASETS
+from .devices import DEVICE_FORMS, check_device_name
 from .diffusion.registry import OBJECTIVES, SAMPLERS
 from .errors import UserError
 
@@ -106,7 +107,7 @@ class TrainConfig:
     fit_time_limit: bool = _opt(False, help="end the lr schedule within train.time_limit: after a tenth of it, the "
                                 "run's length becomes the steps that fit at the measured speed (at most train.steps)")
     seed: int = _opt(0, min=0, max=2**31 - 1, help="all randomness derives from (seed, step, rank)")
-    device: str = _opt("auto", choices=("auto", "cpu", "cuda"), help="auto = cuda when available")
+    device: str = _opt("auto", help=f"{DEVICE_FORMS}; auto = cuda when available")
     log_every: int = _opt(50, min=1, help="steps between metrics.jsonl lines")
     sample_every: int = _opt(0, min=0, help="steps between sample grids; 0 = only at the end")
     checkpoint_every: int = _opt(0, min=0, help="steps between checkpoints; 0 = only at the end")
@@ -220,6 +221,10 @@ def _without_ignored(d: dict) -> dict:
 
 
 def _check_combinations(cfg: Config, where: str) -> None:
+    try:
+        check_device_name(cfg.train.device)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
     """Keys that are valid alone but not together."""
     d, sample = cfg.diffusion, cfg.sample
     for key in DDPM_ONLY if cfg.model.variant == "simple" else ():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..devices import DEVICE_FORMS
 from ..diffusion.registry import SAMPLERS
 from ..errors import UserError
 
@@ -58,7 +59,7 @@ def add_sampling_options(p: argparse.ArgumentParser, *, seed_help: str) -> None:
     p.add_argument("--guide", default=None, metavar="CHECKPOINT",
                    help="the guide network: a weaker checkpoint of the same data and diffusion (default: the "
                         "one the checkpoint carries when trained with sample.guide_step or guide_at)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", help=f"{DEVICE_FORMS}; auto = cuda when available")
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:
