@@ -160,7 +160,10 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     """(step, json path) of every checkpoint record in ``directory``, oldest first (not yet verified)."""
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    try:
+        found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    except OSError as e:  # an unreadable folder (permissions): one line, not a traceback
+        raise UserError(f"cannot read the checkpoint folder {directory}: {e.strerror or e}") from None
     return sorted(found)
 
 

@@ -377,7 +377,7 @@ def load_samples(path: str | Path, n: int | None = None) -> torch.Tensor:
     path = Path(path)
     if path.is_dir():
         images = _load_png_folder(path)
-    elif path.suffix == ".npz":
+    elif path.suffix.lower() == ".npz":  # `sample --out X.NPZ` writes one too
         if not path.is_file():
             raise UserError(f"--samples {path}: no such file")
         try:
@@ -408,7 +408,7 @@ def load_samples(path: str | Path, n: int | None = None) -> torch.Tensor:
 def _load_png_folder(folder: Path) -> torch.Tensor:
     from PIL import Image
 
-    files = sorted(folder.glob("*.png"))
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
     if not files:
         raise UserError(f"--samples {folder}: no .png files in it")
     arrays = []
@@ -419,7 +419,7 @@ def _load_png_folder(folder: Path) -> torch.Tensor:
                 grey = ("1", "L", "LA", "La", "I", "F", *SIXTEEN_BIT)
                 mode = mode or ("L" if im.mode in grey else "RGB")  # the first file decides
                 arrays.append(np.asarray(pil_to_mode(im, mode), dtype=np.uint8))
-        except OSError as e:
+        except (OSError, Image.DecompressionBombError) as e:  # a bomb is Pillow's own error, not an OSError
             raise UserError(f"--samples: cannot read {f} ({e})") from None
         if arrays[-1].shape != arrays[0].shape:
             raise UserError(f"--samples {folder}: {f.name} is {arrays[-1].shape[:2]}, {files[0].name} is "

@@ -250,9 +250,41 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     distributed.on_main(lambda: locks.append(RunLock.acquire(out)), world)
     try:
         return _train(cfg, out, world, device, resume, progress, allow_changes, evaluator)
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        raise UserError(f"out of memory on {device} while training ({str(e).splitlines()[0][:120]}): lower "
+                        f"train.batch_size={cfg.train.batch_size} (the global batch) or the model's width "
+                        f"(model.base_channels, model.channel_mults); checkpoints so far are kept") from None
     finally:
         for lock in locks:
             lock.release()
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation that failed (CUDA's own error, or the CPU allocator's RuntimeError)."""
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(e) or (
+        "not enough memory" in str(e))
+
+
+def check_memory(cfg: Config, channels: int, size: int, device: str) -> None:
+    """Refuse, before allocating anything, a model whose weights, EMA, gradients and AdamW moments (5 float32 copies)
+    alone do not fit in the device's memory: a traceback from the allocator, minutes later, says less."""
+    with torch.device("meta"):
+        n = count_parameters(build_model(cfg.model, channels, size))
+    need = 5 * 4 * n
+    if device.startswith("cuda"):
+        have = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    else:
+        try:
+            have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # not a POSIX system: nothing to check against
+            return
+    if need > have:
+        raise UserError(f"model.base_channels={cfg.model.base_channels} and model.channel_mults="
+                        f"{list(cfg.model.channel_mults)} make a network of {n:,} parameters, whose weights, EMA, "
+                        f"gradients and optimizer state need {need / 2**30:.1f} GiB, more than the "
+                        f"{have / 2**30:.1f} GiB of {device}: make it narrower")
 
 
 def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume: bool, progress: bool,
@@ -263,6 +295,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
     # rank 0 scores EMA samples every eval_every steps (classifier FID against the test split, statistics cached)
     evaluator = evaluator(cfg, data, device) if cfg.train.eval_every and world.is_main else None
     torch.manual_seed(cfg.train.seed)  # initial weights
+    check_memory(cfg, data.channels, data.image_size, device)
     model = build_model(cfg.model, data.channels, data.image_size).to(device)
     step_fn = TrainStep(model, cfg, device, world=world)
     state, guide_step = RunState(), guide_step_of(cfg, total)

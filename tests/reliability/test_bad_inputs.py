@@ -248,3 +248,71 @@ def test_output_directory_that_cannot_exist(cli, tiny_toml, tmp_path):
     (tmp_path / "file").write_text("a regular file")
     cli.run(*train_args(tiny_toml, tmp_path / "file" / "run")).assert_one_line_error(
         f"cannot write to output directory {tmp_path / 'file' / 'run'}: Not a directory")
+
+
+# -- issue 28: tracebacks that are now one line ------------------------------------------------------------------------
+
+def test_resume_without_the_runs_config_toml_refuses_instead_of_taking_the_quick_preset(cli, trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "config.toml").unlink()
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    cli.run("train", "--out", run, "--resume", "--no-progress").assert_one_line_error(
+        "--resume:", "config.toml is missing", "--config FILE")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
+def test_a_model_too_large_for_memory_is_refused_before_anything_is_allocated(cli, tiny_toml, tmp_path):
+    cli.run(*train_args(tiny_toml, tmp_path / "run", "model.base_channels=65536", "model.channel_mults=1,8,8,8")
+            ).assert_one_line_error("model.base_channels=65536", "parameters", "GiB", "make it narrower")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_running_out_of_memory_while_training_names_the_batch_size(folder, tmp_path, monkeypatch):
+    import minidiffusion.training as training
+    from minidiffusion.errors import UserError
+
+    def step(self, *args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you "
+                           "tried to allocate 1099511627776 bytes.")
+
+    monkeypatch.setattr(training.TrainStep, "__call__", step)
+    with pytest.raises(UserError, match=r"out of memory on cpu .* lower train.batch_size=4") as e:
+        training.train(tiny_config(folder), tmp_path / "run", progress=False)
+    assert "\n" not in str(e.value)
+
+
+def test_an_unreadable_checkpoint_folder_is_one_line(trained_run, monkeypatch):
+    from minidiffusion.checkpoint import list_checkpoints
+    from minidiffusion.errors import UserError
+
+    real = Path.iterdir
+
+    def iterdir(self):
+        if self.name == "checkpoints":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)  # (root reads any folder: chmod cannot show it here)
+    with pytest.raises(UserError, match="cannot read the checkpoint folder .*checkpoints: Permission denied"):
+        list_checkpoints(trained_run / "checkpoints")
+
+
+def test_evaluate_reads_the_upper_case_npz_that_sample_writes(tmp_path):
+    from minidiffusion.evaluate import load_samples
+
+    with open(tmp_path / "S.NPZ", "wb") as f:  # (numpy would append .npz to the name)
+        np.savez_compressed(f, images=np.zeros((3, 8, 8, 1), np.uint8))
+
+    assert load_samples(tmp_path / "S.NPZ").shape == (3, 1, 8, 8)
+
+
+def test_a_decompression_bomb_among_the_samples_is_one_line(cli, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    Image.new("L", (8, 8)).save(folder / "a.png")
+    Image.new("1", (30000, 30000)).save(folder / "b.png")  # 900 MP, a few hundred KB on disk
+    cli.run("evaluate", "--samples", folder, "--dataset", "mnist", "--metrics", "is").assert_one_line_error(
+        "--samples: cannot read", "b.png", "decompression bomb")

@@ -37,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_config
 
     own = Path(args.out) / "config.toml" if args.out and args.resume else None
+    if args.config is None and own is not None and not own.is_file() and (own.parent / "checkpoints").is_dir():
+        raise UserError(f"--resume: {own} is missing, so the run's config is unknown: pass the config it was trained "
+                        f"with (--config FILE; its newest checkpoint's JSON holds it under \"config\")")
     if args.config is None:  # --resume continues the run's own config; otherwise the quick preset
         args.config = own if own is not None and own.is_file() else "quick"
     cfg = load_config(args.config, args.set, saved=own is not None and args.config == own)
