@@ -170,10 +170,12 @@ def test_narrow_models_have_no_counterpart(tmp_path):
         interop.config_to_diffusers(cfg.replace(model={"variant": "simple", "attention_resolutions": [14]}), 1, 8)
     with pytest.raises(UserError, match="patch_size=2: diffusers' UNet2DModel has no patch input"):
         interop.config_to_diffusers(cfg.replace(model={"patch_size": 2}), 1, 8)
-    for objective in ("edm", "flow"):
-        other = cfg.replace(diffusion={"objective": objective}, sample={"sampler": "heun"})
-        with pytest.raises(UserError, match=f"objective={objective}: diffusers' DDPMScheduler samples only"):
-            interop.config_to_diffusers(other, 1, 8)
+    edm = cfg.replace(diffusion={"objective": "edm"}, sample={"sampler": "heun"})
+    with pytest.raises(UserError, match="objective=edm: diffusers' EDMEulerScheduler feeds the network ln"):
+        interop.config_to_diffusers(edm, 1, 8)
+    shifted = cfg.replace(diffusion={"objective": "flow"}, sample={"sampler": "euler", "shift": 3.0})
+    with pytest.raises(UserError, match="sample.shift=3: diffusers shifts its grid before"):
+        interop.config_to_diffusers(shifted, 1, 8)
 
 
 # -- files (no diffusers needed) ---------------------------------------------------------------------------------
@@ -333,3 +335,65 @@ def test_converted_schedule_equals_diffusers(scheduler):
     torch.testing.assert_close(ours, theirs_alphas(scheduler), atol=1e-6, rtol=1e-5)
     _, back = interop.config_to_diffusers(cfg, 3, 32)
     torch.testing.assert_close(theirs_alphas(back), theirs_alphas(scheduler), atol=0, rtol=0)
+
+
+@needs_diffusers
+@pytest.mark.parametrize("steps", [2, 4, 10, 50])
+def test_a_ddpm_pipeline_visits_our_uniform_timesteps(steps):
+    """The export used to write diffusers' default spacing, 'leading', which visits other timesteps than ours. (One
+    step is the exception: diffusers' linspace then visits t = 0, ours t = T-1.)"""
+    from diffusers import DDPMScheduler
+
+    from minidiffusion.diffusion import ddpm_grid
+
+    _, scheduler = interop.config_to_diffusers(Config().replace(data={"name": "folder", "channels": 1,
+                                                                       "image_size": 8}), 1, 8)
+    theirs = DDPMScheduler.from_config(scheduler)
+    theirs.set_timesteps(steps)
+    assert theirs.timesteps.tolist() == ddpm_grid(1000, steps).tolist()
+
+
+@needs_diffusers
+@pytest.mark.parametrize("steps", [3, 8])
+def test_a_flow_checkpoint_samples_in_diffusers_as_our_euler(tmp_path, steps):
+    """A flow-matching checkpoint of the ddpm-variant UNet converts to a DDPMPipeline with diffusers' flow-matching
+    Euler scheduler; diffusers alone then draws our euler samples, to float32."""
+    from diffusers import DDPMPipeline
+
+    cfg, channels, size = interop.config_from_diffusers(TINY, DDPM_SCHEDULER)
+    cfg = cfg.replace(data={"name": "folder", "channels": 1, "image_size": 8},
+                      diffusion={"objective": "flow", "min_snr_gamma": 0.0},
+                      sample={"sampler": "euler", "steps": steps, "guidance": 1.0})
+    net = perturb(build_model(cfg.model, channels, size), scale=0.05)
+    state = {f"{prefix}.{k}": v.clone() for prefix in ("model", "ema") for k, v in net.state_dict().items()}
+    meta = {"data": {"name": "folder", "channels": channels, "image_size": size}}
+    path = save_checkpoint(tmp_path / "ckpts", steps, cfg, state, meta)
+    assert main(["convert", "--to-diffusers", str(path), "--out", str(tmp_path / "pipe")]) == 0
+
+    pipe = DDPMPipeline.from_pretrained(tmp_path / "pipe")
+    assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    generator = torch.Generator().manual_seed(5)
+    noise = torch.randn(2, channels, size, size, generator=generator)
+    pipe.scheduler.set_timesteps(steps)
+    x = noise.clone()
+    with torch.no_grad():
+        for t in pipe.scheduler.timesteps:
+            x = pipe.scheduler.step(pipe.unet(x, t).sample, t, x).prev_sample
+    theirs = x
+    ours = _euler_from_noise(minidiffusion.load(path), noise)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    # and the pipeline's own loop (its noise, its [0, 1] output) runs the same steps
+    out = pipe(batch_size=1, num_inference_steps=steps, generator=torch.Generator().manual_seed(0),
+               output_type="np").images
+    assert out.shape == (1, size, size, channels) and 0 <= out.min() and out.max() <= 1
+
+
+def _euler_from_noise(model, noise: torch.Tensor) -> torch.Tensor:
+    """Our euler sampler on ``model``'s default grid, from the given noise (float32, model range)."""
+    from minidiffusion.diffusion import make_objective
+    from minidiffusion.diffusion.registry import SAMPLERS
+
+    objective, sample = make_objective(model.config.diffusion), model.config.sample
+    sigmas = objective.sigmas(sample.steps, sample)
+    x = objective.prior(noise, float(sigmas[0]))
+    return SAMPLERS["euler"].fn(objective.denoiser(model.net), x, sigmas)

@@ -37,7 +37,6 @@ from torch import nn
 
 from .checkpoint import data_record, pack, save_checkpoint
 from .config import Config
-from .diffusion import make_objective
 from .errors import UserError
 from .models.unet import Attention, Downsample, ResBlock, UNet, Upsample, build_model
 from .rundir import atomic_write_bytes
@@ -191,16 +190,61 @@ def config_from_diffusers(unet: dict[str, Any], scheduler: dict[str, Any] | None
     return Config().replace(model=model, diffusion=diffusion, sample=sample, data=data), channels, size
 
 
+CONVERTIBLE = "the ddpm-variant presets: mnist, mnist-flow, cifar10, cifar10-flow"
+
+
+def _ddpm_scheduler(cfg: Config) -> dict[str, Any]:
+    """DDPMScheduler with timestep_spacing "linspace": it visits our uniform grid (rounded linspace(0, T-1))."""
+    d = cfg.diffusion
+    if cfg.sample.spacing != "uniform":
+        log.warning("sample.spacing=%s has no diffusers counterpart: the pipeline uses 'linspace' (our uniform)",
+                    cfg.sample.spacing)
+    schedule = {v: k for k, v in SCHEDULE_TO_OURS.items()}[d.schedule]
+    return {**SCHEDULER_DEFAULTS, "_class_name": "DDPMScheduler", **_version(),
+            "num_train_timesteps": d.num_timesteps, "beta_start": d.beta_start, "beta_end": d.beta_end,
+            "beta_schedule": schedule, "variance_type": f"fixed_{cfg.sample.variance}", "clip_sample": True,
+            "prediction_type": {v: k for k, v in PREDICTION_TO_OURS.items()}[d.prediction],
+            "timestep_spacing": "linspace"}
+
+
+def _flow_scheduler(cfg: Config) -> dict[str, Any]:
+    """FlowMatchEulerDiscreteScheduler: its model input 1000 σ and its Euler step on dx/dσ = v are ours. Its default
+    grid runs from 1 to σ_min = 1/1000; shift_terminal = 1/sample.steps stretches it onto ours (N + 1 times from 1 to
+    0), so that ``DDPMPipeline(num_inference_steps=sample.steps)`` takes our ``euler`` steps."""
+    if cfg.sample.shift != 1:
+        raise UserError(f"sample.shift={cfg.sample.shift:g}: diffusers shifts its grid before stretching it to its "
+                        f"end, we shift ours after: only sample.shift=1 converts step for step")
+    return {"_class_name": "FlowMatchEulerDiscreteScheduler", **_version(), "num_train_timesteps": 1000,
+            "shift": 1.0, "use_dynamic_shifting": False, "shift_terminal": 1.0 / cfg.sample.steps,
+            "invert_sigmas": False, "stochastic_sampling": False, "use_karras_sigmas": False,
+            "use_exponential_sigmas": False, "use_beta_sigmas": False, "time_shift_type": "exponential"}
+
+
+# diffusion.objective -> the diffusers scheduler that samples it as trained; an objective missing here is refused
+SCHEDULERS = {"ddpm": _ddpm_scheduler, "flow": _flow_scheduler}
+NO_SCHEDULER = {"edm": "diffusers' EDMEulerScheduler feeds the network ln(σ)/4, ours was trained on 250 ln σ (the "
+                       "1000x scale of its timestep embedding)"}
+
+
+def scheduler_to_diffusers(cfg: Config) -> dict[str, Any]:
+    """The diffusers scheduler config that samples ``cfg``'s objective the way our default grid does."""
+    objective = cfg.diffusion.objective
+    if objective not in SCHEDULERS:
+        why = NO_SCHEDULER.get(objective, "diffusers has no scheduler for it")
+        raise UserError(f"diffusion.objective={objective}: {why}; ddpm and flow checkpoints convert")
+    return SCHEDULERS[objective](cfg)
+
+
 def config_to_diffusers(cfg: Config, channels: int, image_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(UNet2DModel config, DDPMScheduler config) for our config and image shape. Every key is written out."""
+    """(UNet2DModel config, scheduler config) for our config and image shape. Every key is written out."""
     m = cfg.model
-    if make_objective(cfg.diffusion).schedule is None:  # a network of continuous levels, not ε at timesteps
-        raise UserError(f"diffusion.objective={cfg.diffusion.objective}: diffusers' DDPMScheduler samples only the "
-                        f"ddpm objective (this network's output means something else)")
+    scheduler = scheduler_to_diffusers(cfg)
     if m.variant != "ddpm":
-        raise UserError(f"model.variant={m.variant!r}: only the 'ddpm' UNet has a diffusers counterpart")
+        raise UserError(f"model.variant={m.variant!r}: only the 'ddpm' UNet has a diffusers counterpart "
+                        f"({CONVERTIBLE})")
     if m.patch_size != 1:
-        raise UserError(f"model.patch_size={m.patch_size}: diffusers' UNet2DModel has no patch input")
+        raise UserError(f"model.patch_size={m.patch_size}: diffusers' UNet2DModel has no patch input "
+                        f"({CONVERTIBLE} convert)")
     widths = [m.base_channels * k for k in m.channel_mults]
     sizes = [image_size // 2**i for i in range(len(widths))]
     attn_levels = [i for i, s in enumerate(sizes) if s in m.attention_resolutions]
@@ -220,12 +264,6 @@ def config_to_diffusers(cfg: Config, channels: int, image_size: int) -> tuple[di
             "down_block_types": down, "up_block_types": up, "attention_head_dim": head_dim,
             "dropout": m.dropout, "norm_num_groups": 32, "attn_norm_num_groups": None, "time_embedding_dim": None,
             "num_train_timesteps": None, **FIXED}
-    d = cfg.diffusion
-    schedule = {v: k for k, v in SCHEDULE_TO_OURS.items()}[d.schedule]
-    scheduler = {**SCHEDULER_DEFAULTS, "_class_name": "DDPMScheduler", **_version(),
-                 "num_train_timesteps": d.num_timesteps, "beta_start": d.beta_start, "beta_end": d.beta_end,
-                 "beta_schedule": schedule, "variance_type": f"fixed_{cfg.sample.variance}", "clip_sample": True,
-                 "prediction_type": {v: k for k, v in PREDICTION_TO_OURS.items()}[d.prediction]}
     return unet, scheduler
 
 
@@ -441,7 +479,7 @@ def to_diffusers(checkpoint: str | Path, out_dir: str | Path, *, ema: bool = Tru
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} exists and is not an empty folder")
-    pipeline = {"_class_name": "DDPMPipeline", **_version(), "scheduler": ["diffusers", "DDPMScheduler"],
+    pipeline = {"_class_name": "DDPMPipeline", **_version(), "scheduler": ["diffusers", scheduler_cfg["_class_name"]],
                 "unet": ["diffusers", "UNet2DModel"]}
     try:
         for path, data in ((out / "model_index.json", pipeline), (out / "unet" / "config.json", unet_cfg),
