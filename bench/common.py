@@ -144,14 +144,19 @@ def match_width(build: Callable[[int], nn.Module], target: int, widths: range) -
     return min(candidates, key=lambda wn: abs(wn[1] / target - 1))
 
 
-def build_models(cfg: Config, anchors: list[str], sizing: str = "auto") -> tuple[list[Model], list[str]]:
+def build_models(cfg: Config, anchors: list[str], sizing: str = "auto",
+                 seed: int | None = None) -> tuple[list[Model], list[str]]:
     """Our model from the preset and the anchors named (those that import), plus messages about skipped ones.
+    With ``seed``, each network's initial weights come from ``torch.manual_seed(seed)`` taken just before it is
+    built, so that they do not depend on what ran before in the process.
 
     sizing: "matched" searches each anchor's width for our parameter count (±10%); "width" gives each anchor our
     base width and channel multipliers; "auto" is "width" for the ddpm variant (where diffusers' model is ours,
     layer for layer) and "matched" for the simple one.
     """
     channels, side = image_shape(cfg)
+    if seed is not None:
+        torch.manual_seed(seed)
     ours = build_model(cfg.model, channels, side)
     n_ours = count_parameters(ours)
     m = cfg.model
@@ -171,6 +176,8 @@ def build_models(cfg: Config, anchors: list[str], sizing: str = "auto") -> tuple
                 else:
                     w = m.base_channels
                 kwargs = diffusers_kwargs(cfg, channels, side, w)
+                if seed is not None:
+                    torch.manual_seed(seed)
                 net = _diffusers_unet(kwargs)
                 desc = (f"diffusers UNet2DModel, block_out_channels {kwargs['block_out_channels']}, "
                         f"layers_per_block {kwargs['layers_per_block']}, {kwargs['down_block_types']}")
@@ -181,6 +188,8 @@ def build_models(cfg: Config, anchors: list[str], sizing: str = "auto") -> tuple
                                        range(8, top + 1, 8))
                 else:
                     w = m.base_channels
+                if seed is not None:
+                    torch.manual_seed(seed)
                 net = _lucid_unet(lucid_kwargs(cfg, channels, w))
                 desc = f"denoising_diffusion_pytorch Unet, dim {w}, dim_mults {tuple(m.channel_mults)}"
             else:

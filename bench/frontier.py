@@ -40,6 +40,7 @@ from common import append_result, command_line, load_average, machine  # noqa: E
 import minidiffusion  # noqa: E402
 from minidiffusion.config import load_config  # noqa: E402
 
+GUIDE_STEP = 90  # the step after which each run's EMA becomes its guide: the flow recipe's, and the anchor's
 # name: (overrides on the quick preset, scorings "sampler:steps:guidance[:lo-hi]", lo-hi a guide interval in σ).
 # Each recipe spells out its objective, loss weight, sampler and guide, so that the rows mean the same whatever the
 # preset holds today.
@@ -52,9 +53,12 @@ RECIPES: dict[str, tuple[list[str], list[str]]] = {
     "edm": (["diffusion.objective=edm", "diffusion.min_snr_gamma=0", "sample.sampler=heun", "sample.steps=18",
              "sample.guide_step=0", "sample.guide_at=0.25"], ["heun:18:1", "heun:18:2"]),
     "flow": (["diffusion.objective=flow", "diffusion.min_snr_gamma=0", "sample.sampler=heun", "sample.steps=25",
-              "diffusion.logit_mean=0", "sample.guide_step=90"],
+              "diffusion.logit_mean=0", f"sample.guide_step={GUIDE_STEP}"],
              ["heun:25:1", "heun:25:1.5", "heun:25:2"]),  # the quick preset 2026-12-02 to 12-03
-    "diffusers": ([], ["diffusers-ddpm:50:1"]),
+    # the anchor, unguided and guided alike: its own DDPMScheduler loop as its users run it, our DDIM and DPM-Solver++
+    # (step for step diffusers' DDIMScheduler and DPMSolverMultistepScheduler on the same 'linspace' timesteps), and
+    # those guided by its own EMA after GUIDE_STEP through the same guided denoiser as ours
+    "diffusers": ([], ["diffusers-ddpm:50:1", "ddim:50:1", "dpmpp:50:1", "ddim:50:2:0.33-4", "dpmpp:50:2:0.33-4"]),
 }
 # the scoring each recipe is plotted with: its sampler at its guidance (guidance above this trades class entropy)
 HEADLINE = {"eps-minsnr": "ddpm:50:2", "eps-lognormal": "ddpm:50:2", "edm": "heun:18:2", "flow": "heun:25:2:0.33-4",
@@ -136,8 +140,10 @@ def train_diffusers(steps: int, seed: int, out: Path, extra: list[str]):
     """diffusers' UNet2DModel at the quick network's size, trained on DDPMScheduler's noising with the plain ε-MSE of
     diffusers' training example, by the loop's own parts: the same batch order, timesteps and noise draws per step
     as our ddpm recipe (``training.draw_batch``), the same learning-rate schedule, and the library's own step (clipping,
-    AdamW, EMA: ``common.TrainStep``).
-    Returns (the EMA network, ``net(x_t, t) -> ε``; img/s; parameters)."""
+    AdamW, EMA: ``common.TrainStep``). Its initial weights come from the seed alone (built right after seeding).
+    Returns (a ``minidiffusion.Model`` of the EMA network with its EMA after GUIDE_STEP as guide; img/s)."""
+    import copy
+
     from common import Settings, TrainStep, build_models
 
     from minidiffusion.data import load_dataset
@@ -145,18 +151,21 @@ def train_diffusers(steps: int, seed: int, out: Path, extra: list[str]):
 
     cfg = load_config("quick", DDPM + COMMON + [f"train.steps={steps}", f"train.seed={seed}",
                                                 "diffusion.min_snr_gamma=0"] + extra)  # plain ε-MSE, uniform t
-    models, _ = build_models(cfg, ["diffusers"])
+    models, _ = build_models(cfg, ["diffusers"], seed=seed)
     anchor = next(m for m in models if m.label == "diffusers")
     torch.manual_seed(seed)
     step = TrainStep(anchor.net, cfg, Settings(device="cpu"))
     data = load_dataset(cfg.data, "train")
     order = BatchOrder(len(data), cfg.train.batch_size, seed)
+    guide = None
     started = time.perf_counter()
     for s in range(steps):  # the library's own draws of step s (uniform timesteps for the ddpm objective)
         x0, t, noise = draw_batch(cfg, step.objective, data.tensor[order.indices(s)], s, slice(None), flip=False)
         step(x0, t, noise, s, lr_at(cfg, s, steps))
+        if s + 1 == GUIDE_STEP:
+            guide = copy.deepcopy(step.ema)
     img_s = steps * cfg.train.batch_size / (time.perf_counter() - started)
-    return step.ema, img_s, anchor.params
+    return minidiffusion.Model(step.ema.eval(), cfg, (1, 28, 28), guide=guide), img_s
 
 
 def sample_diffusers(net, n: int, steps: int, device: str = "cpu") -> torch.Tensor:
@@ -189,18 +198,18 @@ def run_one(recipe: str, steps: int, seed: int, args, scorer: Scorer) -> list[di
     started = time.perf_counter()
     records = []
     if recipe == "diffusers":
-        net, img_s, params = train_diffusers(steps, seed, out, args.set)
+        model, img_s = train_diffusers(steps, seed, out, args.set)
     else:
         model, img_s = train_ours(recipe, steps, seed, out, args.set, args.guide)
-        params = sum(p.numel() for p in model.net.parameters())
+    params = sum(p.numel() for p in model.net.parameters())
     train_s = time.perf_counter() - started
     for spec in args.scorings.split(",") if args.scorings else RECIPES[recipe][1]:
         sampler, sampler_steps, guidance, *interval = spec.split(":")
         sampler_steps, guidance = int(sampler_steps), float(guidance)
         interval = [float(v) for v in interval[0].split("-")] if interval else []
         t0 = time.perf_counter()
-        if recipe == "diffusers":
-            images, nfe = sample_diffusers(net, args.n, sampler_steps), sampler_steps
+        if sampler == "diffusers-ddpm":
+            images, nfe = sample_diffusers(model.net, args.n, sampler_steps), sampler_steps
         else:
             images, nfe = counted_sample(model, args.n, sampler=sampler, steps=sampler_steps, guidance=guidance,
                                          guide_interval=interval)
