@@ -267,3 +267,28 @@ def test_fit_time_limit_ends_the_schedule_within_the_limit(folder, tmp_path, cap
 def test_fit_time_limit_needs_a_time_limit():
     with pytest.raises(UserError, match="train.fit_time_limit fits the schedule to train.time_limit, which is 0"):
         tiny_config("x", train={"fit_time_limit": True})
+
+
+def test_training_a_finished_run_longer_starts_a_new_warmup_and_decay(folder, tmp_path):
+    """`--resume --set train.steps=12` on a run whose cosine ended at step 6: before, the learning rate jumped from ~0
+    back into the middle of a 12-step cosine; now the added steps get their own warm-up and decay (a warm restart),
+    the checkpoint records that schedule, and resuming inside it is exact."""
+    cfg = tiny_config(folder, train={"lr_decay": "cosine", "log_every": 1, "checkpoint_every": 3})
+    train(cfg, tmp_path / "run", progress=False)
+    longer = cfg.replace(train={"steps": 12})
+    final = load_checkpoint(train(longer, tmp_path / "run", resume=True, progress=False))
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+           if "lr" in r}
+    peak, warmup = cfg.train.lr, cfg.train.warmup_steps
+    # the added six steps follow a schedule of their own, the first six's again (warm-up, then cosine toward 0),
+    # where a 12-step cosine would have jumped to 0.65 of the peak at step 7
+    assert [lrs[s] for s in range(7, 13)] == pytest.approx([lrs[s] for s in range(1, 7)])
+    assert lrs[7] == pytest.approx(peak / warmup) and lrs[6] < 0.15 * peak
+    assert final.meta["schedule"] == [6, 12]
+    # stopped at 9 inside the new schedule and resumed: the same weights as the uninterrupted extension
+    shutil.copytree(tmp_path / "run", tmp_path / "cut")
+    for suffix in (".json", ".safetensors"):
+        (tmp_path / "cut" / "checkpoints" / f"ckpt_00000012{suffix}").unlink()
+    resumed = load_checkpoint(train(longer, tmp_path / "cut", resume=True, progress=False))
+    for key, value in final.tensors.items():
+        assert torch.equal(resumed.tensors[key], value), key

@@ -98,9 +98,11 @@ class StepSampler(torch.utils.data.Sampler):
         return self.end - self.start
 
 
-def lr_at(cfg: Config, step: int, total: int) -> float:
-    """Linear warmup to train.lr, then constant or cosine to 0."""
+def lr_at(cfg: Config, step: int, total: int, start: int = 0) -> float:
+    """Linear warmup to train.lr, then constant or cosine to 0, over the schedule from ``start`` to ``total`` (a run
+    trained on past the end of its finished schedule begins a new one where that ended: ``_schedule_start``)."""
     tc = cfg.train
+    step, total = step - start, total - start
     if tc.warmup_steps and step < tc.warmup_steps:
         return tc.lr * (step + 1) / tc.warmup_steps
     if tc.lr_decay == "cosine":
@@ -129,6 +131,7 @@ class RunState:
     nonfinite_in_a_row: int = 0
     last_checkpoint: str = "none yet"
     fitted: tuple[int, int] | None = None  # train.fit_time_limit: (the fitted length, the train.steps it came from)
+    schedule: tuple[int, int] | None = None  # (start, end) of the learning-rate schedule the run follows
 
 
 def _check_shapes(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
@@ -302,9 +305,11 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
     guide = _resume(cfg, out, world, step_fn, state, guide_step, allow_changes) if resume else None
     if not resume:
         distributed.on_main(lambda: _refuse_to_overwrite(out), world)
+    ended = state.schedule[1] if state.schedule else (state.fitted[0] if state.fitted else None)
     total = _resumed_length(state, total, world)
     if _nothing_to_train(state, total, resume, world):
         return Path(state.last_checkpoint)
+    state.schedule = (_schedule_start(cfg, state, ended, total, world), total)
     distributed.on_main(lambda: _write_config(cfg, out, state.step), world)
     data.keep_skip_list(out / SKIP_LIST, write=world.is_main)
     memory_format = _wrap(step_fn, cfg, world, device)
@@ -323,7 +328,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
         step = state.step
         x0, t, noise = draw_batch(cfg, step_fn.objective, next(batches), step, rank_slice, flip, memory_format)
         torch.manual_seed(mix_seed(cfg.train.seed, step, 2, world.rank))  # dropout
-        lr = lr_at(cfg, step, total)
+        lr = lr_at(cfg, step, total, state.schedule[0])
         losses, nonfinite = step_fn(x0, t, noise, step, lr)
         window.add(step, losses, step_fn.objective.position(t), nonfinite)
         state.step += 1
@@ -333,7 +338,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
             guide = copy.deepcopy(step_fn.ema)  # at its step, or at guide_at of train.time_limit if that comes first
         fitted = clock.fit(state.step, total) if cfg.train.fit_time_limit and state.fitted is None else None
         if fitted is not None:
-            state.fitted, bar.total = (fitted, total), fitted
+            state.fitted, state.schedule, bar.total = (fitted, total), (state.schedule[0], fitted), fitted
             if world.is_main:
                 log.info("train.fit_time_limit: %d of the %d steps fit in train.time_limit=%gs at this speed; the "
                          "schedule ends at step %d", fitted, total, cfg.train.time_limit, fitted)
@@ -395,6 +400,20 @@ def _resumed_length(state: RunState, total: int, world: distributed.World) -> in
                     "which the run follows instead", fitted, fitted_from, total)
     state.fitted = None
     return total
+
+
+def _schedule_start(cfg: Config, state: RunState, ended: int | None, total: int, world: distributed.World) -> int:
+    """Where the learning-rate schedule begins. A run resumed at the end of a finished cosine schedule with more
+    steps ("train it longer") gets a new warm-up and decay over the added steps from there (a warm restart, Loshchilov
+    & Hutter 2017), not a jump from ~0 back into the middle of a longer cosine. ``ended``: where the checkpoint's
+    schedule ended (None for checkpoints from before 2026-12-04 without a fitted length: the old behaviour)."""
+    start = state.schedule[0] if state.schedule else 0
+    if cfg.train.lr_decay == "cosine" and ended is not None and state.step >= ended and total > state.step:
+        start = state.step
+        if world.is_main:
+            log.info("training on past the finished schedule (step %d): a new warm-up of %d steps and cosine decay "
+                     "to step %d", start, cfg.train.warmup_steps, total)
+    return start
 
 
 def _nothing_to_train(state: RunState, total: int, resume: bool, world: distributed.World) -> bool:
@@ -675,7 +694,8 @@ def _load_for_resume(path: str) -> Checkpoint:
 def checkpoint_meta(data: ImageDataset, state: RunState, step_fn: TrainStep) -> dict:
     groups = [{k: v for k, v in g.items() if k != "params"} for g in step_fn.optimizer.state_dict()["param_groups"]]
     return {"data": data_record(data.name, data.channels, data.image_size),
-            "nonfinite_in_a_row": state.nonfinite_in_a_row, "fitted": state.fitted, "optimizer_groups": groups,
+            "nonfinite_in_a_row": state.nonfinite_in_a_row, "fitted": state.fitted, "schedule": state.schedule,
+            "optimizer_groups": groups,
             "scaler": step_fn.scaler.state_dict() if step_fn.scaler.is_enabled() else None,
             "rng": "all randomness of step s derives from (train.seed, s, rank); nothing else to restore"}
 
@@ -733,7 +753,8 @@ def restore(ckpt: Checkpoint, cfg: Config, step_fn: TrainStep, state: RunState,
         scaler.load_state_dict(ckpt.meta["scaler"])
     state.step = ckpt.step
     state.nonfinite_in_a_row = int(ckpt.meta.get("nonfinite_in_a_row", 0))
-    fitted = ckpt.meta.get("fitted")
+    fitted, schedule = ckpt.meta.get("fitted"), ckpt.meta.get("schedule")
     state.fitted = None if fitted is None else (int(fitted[0]), int(fitted[1]))
+    state.schedule = None if schedule is None else (int(schedule[0]), int(schedule[1]))
     state.last_checkpoint = str(ckpt.path)
     return guide
