@@ -48,7 +48,7 @@ SHARED = ["train.batch_size=128", "train.lr=1e-3", "train.warmup_steps=100", "tr
 OURS = ["diffusion.logit_mean=0.5", "sample.sampler=heun", "sample.steps=25", "sample.guidance=2",
         "sample.guide_at=0", "sample.guide_step=90", "sample.guide_interval=0.33,3.9", "sample.n=16"]
 SMOKE = ["model.base_channels=16", "model.channel_mults=1,2", "train.precision=fp32", "train.log_every=2",
-         "train.warmup_steps=2", "sample.guide_step=3", "sample.steps=4"]
+         "train.warmup_steps=2", "sample.guide_step=1", "sample.steps=4"]
 
 
 def train_ours(args, extra: list[str]) -> tuple[minidiffusion.Model, dict]:
