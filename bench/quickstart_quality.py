@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", default=None, help="also keep the images here (.npz, uint8 'images' NHWC)")
     parser.add_argument("--minutes", type=float, default=None, help="the quickstart's measured end-to-end time")
     parser.add_argument("--guide", default=None, help="another guide checkpoint than the run's own")
-    parser.add_argument("--results", default=str(BENCH / "results.jsonl"))
+    parser.add_argument("--results", default=None, help="append the record here (bench/results.jsonl to record a "
+                                                         "measurement; default: print only)")
     args = parser.parse_args(argv)
     model = minidiffusion.load(args.run, guide=args.guide)
     sc = model.config.sample
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
               "guide_interval": list(sc.guide_interval), "nfe": round(nfe, 2), "n": args.n, **score,
               "minutes": args.minutes, "goals_met": met, "machine": machine("cpu"), "command": command_line(),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    append_result(record, Path(args.results))
+    if args.results:
+        append_result(record, Path(args.results))
     for key, (op, goal) in GOALS.items():
         print(f"{key:15} {score[key]:8.3f}   goal {op} {goal}   {'met' if met[key] else 'NOT met'}")
     print(f"{'entropy_bits':15} {score['entropy_bits']:8.3f}   (ten equal classes: 3.322)")
