@@ -563,3 +563,20 @@ def test_digit_classifier_shapes():
     features, logits = DigitClassifier().eval()(torch.zeros(3, 1, 28, 28))
     assert features.shape == (3, 128) and logits.shape == (3, 10)
     assert os.path.basename(weights_path("fashion-mnist")) == "fashion-mnist_classifier.safetensors"
+
+
+def test_requested_class_summary_counts_hits_and_sees_collapse():
+    from minidiffusion.evaluate import requested_class_summary, within_class_diversity
+
+    logits = np.full((6, 3), -10.0, dtype=np.float32)
+    logits[[0, 1, 2, 3, 4, 5], [0, 0, 1, 2, 2, 2]] = 10.0  # confident predictions 0, 0, 1, 2, 2, 2
+    logits[5] = 0.0  # ... except the last: uniform, not confident
+    labels = np.array([0, 0, 0, 2, 2, 2])
+    features = np.array([[0, 0], [3, 4], [6, 8], [1, 1], [1, 1], [1, 1]], dtype=np.float32)
+    summary = requested_class_summary(features, logits, labels)
+    assert summary["requested_accuracy"] == pytest.approx(4 / 6)  # 0, 0 | 1 is not 0 | 2, 2 | not confident
+    assert summary["per_class"][0]["requested_accuracy"] == pytest.approx(2 / 3)
+    assert summary["per_class"][2] == {"n": 3, "requested_accuracy": pytest.approx(2 / 3),
+                                       "confident": pytest.approx(2 / 3), "diversity": 0.0}  # collapsed: one image
+    assert within_class_diversity(features[:3]) == pytest.approx((5 + 10 + 5) / 3)  # pairwise 5, 10, 5
+    assert summary["diversity"] == pytest.approx(10 / 3)

@@ -208,6 +208,36 @@ def class_summary(logits: np.ndarray, threshold: float = CONFIDENT) -> dict:
             "class_histogram": np.bincount(p.argmax(axis=1), minlength=p.shape[1]).tolist()}
 
 
+def within_class_diversity(features: np.ndarray) -> float:
+    """Mean pairwise Euclidean distance between the feature vectors (N, dim) of one class: a class collapsed onto
+    a few images scores near 0, however well each is drawn."""
+    if len(features) < 2:
+        return float("nan")
+    x = features.astype(np.float64)
+    squared = (x * x).sum(1)
+    d2 = np.maximum(squared[:, None] + squared[None, :] - 2 * x @ x.T, 0.0)
+    n = len(x)
+    return float(np.sqrt(d2)[~np.eye(n, dtype=bool)].mean())
+
+
+def requested_class_summary(features: np.ndarray, logits: np.ndarray, labels: np.ndarray,
+                            threshold: float = CONFIDENT) -> dict:
+    """How well samples drawn for ``labels`` (N,) are their class, by a classifier's ``logits`` and ``features``:
+    ``requested_accuracy`` is the share whose top class is the requested one with probability > ``threshold``; per
+    class, that share, the confident share and the within-class diversity (``within_class_diversity``)."""
+    p = np.exp(log_softmax(logits))
+    top, predicted = p.max(axis=1), p.argmax(axis=1)
+    hit = (predicted == labels) & (top > threshold)
+    per_class = {}
+    for k in np.unique(labels):
+        mine = labels == k
+        per_class[int(k)] = {"n": int(mine.sum()), "requested_accuracy": float(hit[mine].mean()),
+                             "confident": float((top[mine] > threshold).mean()),
+                             "diversity": within_class_diversity(features[mine])}
+    return {"requested_accuracy": float(hit.mean()), "per_class": per_class,
+            "diversity": float(np.nanmean([c["diversity"] for c in per_class.values()]))}
+
+
 def classifier_score(images: torch.Tensor | np.ndarray, *, dataset: str = "mnist", device: str = "cpu",
                      threshold: float = CONFIDENT) -> dict:
     """Quality of uint8 (N, 1, H, W) digit images by the shipped classifier (no reference data needed).
