@@ -54,6 +54,11 @@ def q_posterior(schedule: Schedule, x0: torch.Tensor, x_t: torch.Tensor,
 Network = Callable[..., torch.Tensor]  # net(x, level) or net(x, level, cond)
 
 
+def call_network(net: Network, x: torch.Tensor, level: torch.Tensor, cond=None) -> torch.Tensor:
+    """The network at (x, level), given its condition only when there is one (so any (x, t) callable works)."""
+    return (net(x, level) if cond is None else net(x, level, cond)).float()
+
+
 def fast_network(net, *, dtype: torch.dtype | None = None, channels_last: bool = False, cuda_graph: bool = False):
     """``net`` behind :class:`FastEpsModel` when any speed option is on, else ``net`` itself."""
     if dtype is not None or channels_last or cuda_graph:
@@ -113,7 +118,7 @@ class FastEpsModel:
 
 
 def diffusion_loss(net: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                   prediction: str = "eps", min_snr_gamma: float = 0.0) -> torch.Tensor:
+                   prediction: str = "eps", min_snr_gamma: float = 0.0, cond=None) -> torch.Tensor:
     """Mean squared error of the network's ε (or v) prediction at q_sample(x0, t, noise), per example (N,).
 
     With ``min_snr_gamma`` > 0 each example is weighted by min(SNR_t, γ)/SNR_t for ε (min(SNR_t, γ)/(SNR_t + 1)
@@ -122,7 +127,7 @@ def diffusion_loss(net: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, t
     """
     x_t = q_sample(schedule, x0, t, noise)
     target = noise if prediction == "eps" else v_target(schedule, x0, t, noise)
-    loss = (net(x_t, t).float() - target).square().mean(dim=(1, 2, 3))
+    loss = (call_network(net, x_t, t, cond) - target).square().mean(dim=(1, 2, 3))
     if min_snr_gamma > 0:
         def weights() -> torch.Tensor:
             snr = schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)
