@@ -37,11 +37,11 @@ from .data import ImageDataset, load_dataset
 from .devices import AUTOCAST, resolve_device
 from .diffusion import make_objective
 from .errors import UserError
-from .images import make_grid, save_grid, to_model_range
+from .images import make_class_grid, make_grid, save_png, to_model_range
 from .logging_backends import MetricsLogger, require_backends
 from .models.unet import build_model, count_parameters
 from .rundir import RunLock, atomic_write_bytes
-from .sampling import generate_sharded, unguided_until
+from .sampling import class_labels, generate_sharded, unguided_until
 
 log = logging.getLogger("minidiffusion")
 SKIP_LIST = "skipped_files.txt"  # in the run directory: every image file the data loading skipped, one per line
@@ -454,17 +454,21 @@ def _draw_grid(cfg: Config, out: Path, ema: nn.Module, guide: nn.Module | None, 
     if bar is not None and world.is_main:  # the bar stands at 100%: say what the next minute is for
         bar.close()
         log.info("drawing the final grid: %d samples, %s %d steps", cfg.sample.n, cfg.sample.sampler, cfg.sample.steps)
+    conditional = getattr(ema, "num_classes", 0) > 0
+    # a row per class (the first sample.n classes, one image each, when there are more)
+    labels = class_labels(cfg.sample.n, range(min(cfg.sample.n, len(data.classes)))) if conditional else None
     grid = generate_sharded(ema, make_objective(cfg.diffusion), unguided_until(cfg.sample, guide), cfg.sample.n,
                             seed=cfg.train.seed,
                             shape=(data.channels, data.image_size, data.image_size), device=device, world=world,
-                            guide=guide)
+                            guide=guide, labels=labels)
     if world.is_main:
         path = out / "samples" / f"step_{step:08d}.png"
+        picture = make_class_grid(grid, labels, data.classes) if conditional else make_grid(grid)
         try:
-            save_grid(grid, path)
+            save_png(picture, path)
         except UserError as e:  # a full disk, a read-only folder: the picture is lost, the run is not
             log.warning("%s; training goes on (the checkpoint is written first)", e)
-        logger.image("samples", make_grid(grid), step)
+        logger.image("samples", picture, step)
 
 
 def _save(cfg: Config, out: Path, step_fn: TrainStep, guide: nn.Module | None, data: ImageDataset,

@@ -91,30 +91,32 @@ class FastEpsModel:
             return self.net(x_t, t) if cond is None else self.net(x_t, t, cond)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
-        if not (self.cuda_graph and x_t.is_cuda) or cond is not None:  # a condition: no graph (its buffers are x, t)
+        if not (self.cuda_graph and x_t.is_cuda):
             out = self._forward(x_t, t, cond)
         else:
-            key = (tuple(x_t.shape), x_t.dtype, x_t.device, t.dtype)
+            key = (tuple(x_t.shape), x_t.dtype, x_t.device, t.dtype, None if cond is None else cond.dtype)
             if key not in self._graphs:
-                self._graphs[key] = self._capture(x_t, t)
-            graph, static_x, static_t, out = self._graphs[key]
-            static_x.copy_(x_t)
-            static_t.copy_(t)
+                self._graphs[key] = self._capture(x_t, t, cond)
+            graph, static, out = self._graphs[key]
+            for buffer, value in zip(static, (x_t, t, cond)):
+                if buffer is not None:
+                    buffer.copy_(value)
             graph.replay()
         return out.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
 
-    def _capture(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple:
-        static_x, static_t = x_t.clone(), t.clone()
+    def _capture(self, x_t: torch.Tensor, t: torch.Tensor, cond) -> tuple:
+        """(graph, its input buffers (x, t, cond or None), its output buffer) for inputs shaped as these."""
+        static = (x_t.clone(), t.clone(), None if cond is None else cond.clone())
         side = torch.cuda.Stream(x_t.device)
         side.wait_stream(torch.cuda.current_stream(x_t.device))
         with torch.cuda.stream(side):  # warm-up off the main stream, as capture requires: autotuning, compiling
             for _ in range(2):
-                self._forward(static_x, static_t)
+                self._forward(*static)
         torch.cuda.current_stream(x_t.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = self._forward(static_x, static_t)
-        return graph, static_x, static_t, out
+            out = self._forward(*static)
+        return graph, static, out
 
 
 def diffusion_loss(net: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
