@@ -52,7 +52,7 @@ def make_class_grid(images: torch.Tensor, labels: torch.Tensor, names: list[str]
     one uint8 (H', W', C) image with a row per run (wrapped at the grid's width; a single run: a square-ish grid),
     each run's class name written at its left. Label ``len(names)`` is "no class"."""
     starts = [0] + [k for k in range(1, len(labels)) if labels[k] != labels[k - 1]]
-    runs = [(a, b) for a, b in zip(starts, starts[1:] + [len(labels)])]
+    runs = list(zip(starts, starts[1:] + [len(labels)]))
     ncol = max(b - a for a, b in runs) if len(runs) > 1 else math.ceil(math.sqrt(len(labels)))
     blocks = [make_grid(images[a:b], ncol, padding, pad_value) for a, b in runs]
     grid = np.concatenate([blocks[0]] + [block[padding:] for block in blocks[1:]])  # one padding between runs
@@ -61,7 +61,7 @@ def make_class_grid(images: torch.Tensor, labels: torch.Tensor, names: list[str]
     width = max(font.getbbox(t)[2] for t in text) + 2 * padding
     margin = Image.new("L", (width, grid.shape[0]), pad_value)
     draw, top = ImageDraw.Draw(margin), 0
-    for (a, b), block, t in zip(runs, blocks, text):
+    for block, t in zip(blocks, text):
         draw.text((padding, top + padding + images.shape[2] // 2), t, fill=255 - pad_value, font=font, anchor="lm")
         top += block.shape[0] - padding
     label = np.asarray(margin, dtype=np.uint8)[..., None].repeat(grid.shape[2], axis=2)
