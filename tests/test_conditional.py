@@ -368,3 +368,8 @@ def test_generate_checks_the_labels(run):
             generate(model.net, model.objective, model.config.sample, 2, labels=labels, **kw)
     no_class = generate(model.net, model.objective, model.config.sample, 2, labels=torch.tensor([3, 3]), **kw)
     assert no_class.shape == (2, 1, 8, 8)  # index 3, "no class": the unconditional model
+
+
+def test_diffusers_conversion_refuses_a_conditional_checkpoint_in_one_line(run, tmp_path, capsys):
+    err = one_line_error(capsys, ["convert", "--to-diffusers", str(run), "--out", str(tmp_path / "d")])
+    assert "a class-conditional checkpoint (3 classes)" in err and not (tmp_path / "d").exists()
