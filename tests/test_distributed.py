@@ -29,6 +29,7 @@ from minidiffusion.cli.launch import free_port
 from minidiffusion.errors import UserError
 from minidiffusion.training import train
 from tests.helpers import make_folder, tiny_config
+from tests.test_conditional import make_classes
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -79,6 +80,12 @@ def runs(tmp_path_factory):
     for suffix in (".json", ".safetensors"):
         (tmp / "resumed" / "checkpoints" / f"ckpt_00000006{suffix}").unlink()
 
+    # a class-conditional run (labels indexed on the device, their dropout drawn for the global batch)
+    cond_cfg = tiny_config(make_classes(tmp / "classes"), data={"conditional": True}, train={"label_dropout": 0.5})
+    cond_config = tmp / "cond.toml"
+    cond_config.write_text(cond_cfg.to_toml())
+    train(cond_cfg, tmp / "one_cond", progress=False)
+
     def sample(n: int, out: str) -> list[str]:
         return ["sample", "--checkpoint", str(one), "--n", str(n), "--steps", "2", "--batch-size", "2",
                 "--out", str(tmp / out), "--no-progress"]
@@ -86,6 +93,7 @@ def runs(tmp_path_factory):
     jobs = [
         {"argv": ["train", "--config", str(config), "--out", str(tmp / "two"), "--no-progress"]},
         {"argv": ["train", "--config", str(config), "--out", str(tmp / "resumed"), "--resume", "--no-progress"]},
+        {"argv": ["train", "--config", str(cond_config), "--out", str(tmp / "two_cond"), "--no-progress"]},
         {"argv": sample(5, "two.npz")},  # 2 + 3 images
         {"argv": sample(1, "two_n1.npz")},  # rank 0 draws none
         {"argv": ["train", "--config", str(config), "--out", str(tmp / "two"), "--no-progress"]},  # no --resume
@@ -103,7 +111,7 @@ def runs(tmp_path_factory):
                         str(tmp / "jobs.json"), str(tmp)], env=env, timeout=300)
     assert launch.returncode == 0, launch.stdout + launch.stderr
     ranks = [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(2)]
-    names = ["train", "resume", "sample", "sample_n1", "refuse", "odd_batch", "rank_fails"]
+    names = ["train", "resume", "train_cond", "sample", "sample_n1", "refuse", "odd_batch", "rank_fails"]
     return {"tmp": tmp, "one": one, "log": launch.stdout + launch.stderr,
             "jobs": {name: (ranks[0][k], ranks[1][k]) for k, name in enumerate(names)}}
 
@@ -151,6 +159,16 @@ def test_two_ranks_of_batch_b_train_like_one_process_of_batch_2b(runs):
         assert r2["loss"] == pytest.approx(r1["loss"], rel=1e-5)
     assert "global batch 4 (2 x 2 ranks)" in runs["log"]
     assert "hold different weights" not in runs["log"]  # the per-checkpoint check that EMA & co. agree
+
+
+def test_two_ranks_train_a_conditional_run_like_one_process(runs):
+    rank0, rank1 = runs["jobs"]["train_cond"]
+    assert rank0["code"] == rank1["code"] == 0, rank0["stderr"] + rank1["stderr"]
+    for step in (3, 6):
+        a = load_checkpoint(runs["tmp"] / "one_cond" / "checkpoints" / f"ckpt_{step:08d}.json")
+        b = load_checkpoint(runs["tmp"] / "two_cond" / "checkpoints" / f"ckpt_{step:08d}.json")
+        assert a.classes == b.classes == ("cat", "dog", "eel")
+        assert_same_checkpoint(a, b)
 
 
 def test_two_ranks_resume_a_one_process_run_and_vice_versa(runs, tmp_path):

@@ -1,4 +1,5 @@
-"""The Python API in two lines: ``model = minidiffusion.load("runs/mnist")``, ``model.sample(16)``.
+"""The Python API in two lines: ``model = minidiffusion.load("runs/mnist")``, ``model.sample(16)``; for a
+class-conditional run, ``model.classes`` and ``model.sample(16, classes="7")``.
 
 Training from Python uses the same config objects as the command line::
 
@@ -19,7 +20,7 @@ from .config import Config, replace_sample
 from .diffusion import make_objective
 from .errors import UserError
 from .models.unet import count_parameters
-from .sampling import Options, generate, load_guide, load_model
+from .sampling import Options, class_labels, generate, load_guide, load_model, parse_classes
 
 
 class Model:
@@ -34,32 +35,50 @@ class Model:
         self.device = device
         self.checkpoint = checkpoint
         self.objective = make_objective(config.diffusion)  # the denoiser and grid the config's diffusion makes
+        # a class-conditional network's class names (class k is classes[k]); () for an unconditional one
+        self.classes: tuple[str, ...] = checkpoint.classes if checkpoint is not None else ()
+
+    def labels(self, n: int, classes: Any = None) -> torch.Tensor:
+        """The class index of each of ``n`` images ``sample(n, classes=classes)`` draws (int64 (n,))."""
+        if classes is None:
+            return class_labels(n, range(len(self.classes)))
+        return class_labels(n, parse_classes(classes, self.classes, "classes"))
 
     def sample(self, n: int, sampler: str | None = None, steps: int | None = None, seed: int = 0,
-               batch_size: int | None = None, output: str = "uint8", progress: bool = False,
+               batch_size: int | None = None, output: str = "uint8", progress: bool = False, classes: Any = None,
                **options: Any) -> torch.Tensor:
         """``n`` images: uint8 (n, C, H, W), or float32 in [-1, 1] with ``output="float"``; on the CPU.
 
         ``sampler`` ("ddpm", "ddim", "dpmpp", "euler", "heun": each serves every objective) and ``steps``
         default to the config's [sample] section, as the command line's do.
 
-        Image k depends only on (seed, k): the same for any ``n`` > k and any ``batch_size`` (default: the
-        config's sample.batch_size). ``options`` are other [sample] keys, e.g. ``eta=1.0``, ``variance="small"``,
-        ``guidance=2.0`` (autoguidance with ``self.guide``).
+        A class-conditional model (``self.classes``) draws ``classes``: a class name or index, a list of them, or a
+        comma-separated string (``"0,3,7"``); the n images are split into one consecutive run per class listed, as
+        equal as n allows (n = len(classes): one image each), ``labels(n, classes)`` says which; default every class.
+
+        Image k depends only on (seed, k) and its class: the same for any ``n`` > k and any ``batch_size``
+        (default: the config's sample.batch_size). ``options`` are other [sample] keys, e.g. ``eta=1.0``,
+        ``variance="small"``, ``guidance=2.0`` (autoguidance with ``self.guide``), ``cfg_weight=2.0``
+        (classifier-free guidance).
         """
         if n < 1:
             raise UserError(f"n={n}: draw at least one image")
         sample = replace_sample(self.config.sample, {**options, "sampler": sampler, "steps": steps,
                                                      "batch_size": batch_size})
+        if classes is not None and not self.classes:
+            parse_classes(classes, self.classes, "classes")  # the one-line refusal
+        labels = self.labels(n, classes) if self.classes else None
         return generate(self.net, self.objective, sample, n, seed=seed, shape=self.image_shape, device=self.device,
-                        guide=self.guide, options=Options(channels_last=self.config.train.channels_last, output=output,
-                                                          progress=progress))
+                        guide=self.guide, labels=labels,
+                        options=Options(channels_last=self.config.train.channels_last, output=output,
+                                        progress=progress))
 
     def __repr__(self) -> str:
         c, h, w = self.image_shape
         where = f", step {self.checkpoint.step} of {self.checkpoint.path}" if self.checkpoint else ""
+        classes = f", {len(self.classes)} classes" if self.classes else ""
         return (f"Model({self.config.model.variant} UNet, {count_parameters(self.net):,} parameters, "
-                f"images {c}x{h}x{w}, {self.device}{where})")
+                f"images {c}x{h}x{w}{classes}, {self.device}{where})")
 
 
 def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True,

@@ -30,7 +30,9 @@ from .models.unet import build_model
 from .rundir import atomic_write_bytes, fsync_dir
 
 FORMAT = "minidiffusion-checkpoint"
-VERSION = 1
+# 1: unconditional networks; 2: class-conditional ones (data.classes), which a reader of version 1 refuses in one line
+# instead of failing on the class embedding. An unconditional checkpoint is still written as version 1.
+VERSION = 2
 _NAME = re.compile(r"^ckpt_(\d+)\.json$")
 MAX_IMAGE_SIZE = {f.name: f for f in dataclasses.fields(DataConfig)}["image_size"].metadata["max"]
 
@@ -58,8 +60,14 @@ class Checkpoint:
 
     @property
     def data(self) -> dict[str, Any]:
-        """The training images: {"name", "channels", "image_size"} (see :func:`data_record`)."""
+        """The training images: {"name", "channels", "image_size"}, and "classes" for a conditional run (see
+        :func:`data_record`)."""
         return self.meta["data"]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names of a class-conditional network (class k is ``classes[k]``); () for an unconditional one."""
+        return tuple(self.data.get("classes", ()))
 
     def has(self, prefix: str) -> bool:
         """Whether the checkpoint holds tensors under ``prefix.`` ('ema', 'guide', ...)."""
@@ -73,7 +81,7 @@ class Checkpoint:
     def network(self, prefix: str, device: str = "cpu") -> nn.Module:
         """The UNet the config describes with the weights under ``prefix``, in eval mode, gradients off."""
         channels, size, _ = self.image_shape
-        net = build_model(self.config.model, channels, size)
+        net = build_model(self.config.model, channels, size, len(self.classes))
         try:
             net.load_state_dict(self.state_dict(prefix))
         except RuntimeError as e:
@@ -91,9 +99,11 @@ class Checkpoint:
         return per_param
 
 
-def data_record(name: str, channels: int, image_size: int) -> dict[str, Any]:
-    """The "data" entry of a checkpoint: which images, and their shape."""
-    return {"name": name, "channels": int(channels), "image_size": int(image_size)}
+def data_record(name: str, channels: int, image_size: int, classes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The "data" entry of a checkpoint: which images, their shape, and for a class-conditional run the names of its
+    classes (the network's class k is ``classes[k]``)."""
+    record = {"name": name, "channels": int(channels), "image_size": int(image_size)}
+    return {**record, "classes": list(classes)} if classes else record
 
 
 def pack(networks: dict[str, nn.Module | None],
@@ -140,8 +150,9 @@ def save_checkpoint(directory: Path, step: int, config: Config, tensors: dict[st
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # safetensors creates it 0600; readable like the JSON beside it
         os.replace(tmp, weights)
-        record = {"format": FORMAT, "version": VERSION, "step": step, "weights": weights.name,
-                  "sha256": file_sha256(weights), "config": config.to_dict(), **(meta or {})}
+        version = 2 if (meta or {}).get("data", {}).get("classes") else 1  # see VERSION
+        record = {"format": FORMAT, "version": version, "step": step, "weights": weights.name,
+                  "sha256": file_sha256(weights), "config": config.to_record(), **(meta or {})}
         path = directory / f"ckpt_{step:08d}.json"
         atomic_write_bytes(path, json.dumps(record, indent=1).encode())
         fsync_dir(directory)
@@ -230,12 +241,13 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> Checkpoint:
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{weights}: unreadable tensor file ({e})") from None
     config = Config.from_dict(record["config"], where=str(path), saved=True)
-    _check_data(path, record.get("data"), config)
+    _check_data(path, record.get("data"), config, record["version"])
     return Checkpoint(path, record["step"], config, record, tensors)
 
 
-def _check_data(path: Path, data: Any, config: Config) -> None:
-    """The image shape a checkpoint records: whole numbers, channels 1 or 3, and the size its config asks for."""
+def _check_data(path: Path, data: Any, config: Config, version: int) -> None:
+    """The image shape a checkpoint records: whole numbers, channels 1 or 3, and the size its config asks for; class
+    names exactly when its config is conditional (and then format version 2)."""
     if not isinstance(data, dict) or not all(isinstance(data.get(k), int) and not isinstance(data.get(k), bool)
                                              for k in ("channels", "image_size")):
         raise UserError(f"{path}: checkpoint does not record a valid image shape ('data' entry: {data!r})")
@@ -246,6 +258,12 @@ def _check_data(path: Path, data: Any, config: Config) -> None:
         raise UserError(f"{path}: checkpoint records images of {data['channels']} channels at "
                         f"{data['image_size']} px, which its config ({config.data.name}, size {size or 'any'}) does "
                         f"not make (edited or damaged record)")
+    classes = data.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or bool(classes) != (
+            config.data.conditional) or (classes and (version < 2 or len(set(classes)) != len(classes))):
+        raise UserError(f"{path}: checkpoint records classes {classes!r} for a "
+                        f"{'conditional' if config.data.conditional else 'unconditional'} config at format version "
+                        f"{version} (edited or damaged record)")
 
 
 def latest_checkpoint(run_dir: Path) -> Checkpoint | None:

@@ -81,6 +81,8 @@ class DataConfig:
     num_workers: int = _opt(2, min=0, max=64, help="DataLoader workers for streamed (folder) datasets")
     in_memory: str = _opt("auto", choices=("auto", "yes", "no"),
                           help="keep the whole dataset on the device as uint8; auto = when it is small")
+    conditional: bool = _opt(False, help="class-conditional: the network learns each class (mnist, cifar10: their "
+                             "labels; a folder: one subfolder per class) and `sample --class` draws one")
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ class TrainConfig:
     fit_time_limit: bool = _opt(False, help="end the lr schedule within train.time_limit: after a tenth of it, the "
                                 "run's length becomes the steps that fit at the measured speed (at most train.steps)")
     seed: int = _opt(0, min=0, max=2**31 - 1, help="all randomness derives from (seed, step, rank)")
+    label_dropout: float = _opt(0.1, min=0.0, max=1.0, help="conditional runs: the chance that a training image's "
+                                "class is replaced by 'no class', which classifier-free guidance needs (Ho & "
+                                "Salimans 2022)")
     device: str = _opt("auto", help=f"{DEVICE_FORMS}; auto = cuda when available")
     log_every: int = _opt(50, min=1, help="steps between metrics.jsonl lines")
     sample_every: int = _opt(0, min=0, help="steps between sample grids; 0 = only at the end")
@@ -145,6 +150,11 @@ class SampleConfig:
                            "train.steps as the guide network (0 = none)")
     guide_step: int = _opt(0, min=0, help="training keeps the EMA weights after this many steps as the guide "
                            "network, whatever train.steps is (0 = none; instead of guide_at)")
+    cfg_weight: float = _opt(1.0, min=0.0, help="conditional runs: classifier-free guidance weight w, D = D(no class) "
+                             "+ w (D(class) - D(no class)); 1 = plain conditional, 0 = the 'no class' model")
+    cfg_interval: tuple[float, ...] = _opt((), min=0.0, help="[lo, hi]: classifier-free guidance only at noise "
+                                           "levels σ in it (as sample.guide_interval), the conditional model alone "
+                                           "elsewhere; [] = everywhere")
 
 
 @dataclass(frozen=True)
@@ -182,11 +192,16 @@ class Config:
         _check_combinations(cfg, where)
         return cfg
 
+    def to_record(self) -> dict[str, dict[str, Any]]:
+        """``to_dict`` less the keys the run has no use for (``_ignored``): what config.toml and a checkpoint hold."""
+        return {section: {k: v for k, v in values.items() if not self._ignored(section, k)}
+                for section, values in self.to_dict().items()}
+
     def to_toml(self) -> str:
         lines = []
-        for section, values in self.to_dict().items():
+        for section, values in self.to_record().items():
             lines.append(f"[{section}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if not self._ignored(section, k)]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
             lines.append("")
         return "\n".join(lines)
 
@@ -198,8 +213,12 @@ class Config:
         return Config.from_dict(d)
 
     def _ignored(self, section: str, key: str) -> bool:
-        """A key the chosen variant has no use for (left out of config.toml, refused when set)."""
-        return section == "model" and self.model.variant == "simple" and key in DDPM_ONLY
+        """A key the chosen variant has no use for (left out of config.toml, refused when set): the ddpm UNet's keys
+        for the simple one; the conditional keys for an unconditional run, whose config.toml (and checkpoint) so
+        reads as it did before they existed."""
+        if section == "model" and self.model.variant == "simple" and key in DDPM_ONLY:
+            return True
+        return not self.data.conditional and key in CONDITIONAL_ONLY.get(section, ())
 
     # -- derived ----------------------------------------------------------------------------------------------
     def total_steps(self, dataset_size: int) -> int:
@@ -211,6 +230,8 @@ class Config:
 
 
 DDPM_ONLY = ("num_res_blocks", "attention_resolutions")  # the simple UNet: one block per level, attention mid only
+# the keys of class-conditional runs (data.conditional = true), by section
+CONDITIONAL_ONLY = {"data": ("conditional",), "train": ("label_dropout",), "sample": ("cfg_weight", "cfg_interval")}
 
 
 def _without_ignored(d: dict) -> dict:
@@ -231,6 +252,12 @@ def _check_combinations(cfg: Config, where: str) -> None:
         if getattr(cfg.model, key) != getattr(ModelConfig(), key):
             raise UserError(f"{where}: model.{key} is for the ddpm variant; the simple UNet has one block per level "
                             f"and attention only in the middle (remove the key or set model.variant=ddpm)")
+    if not cfg.data.conditional:
+        for section, keys in CONDITIONAL_ONLY.items():
+            for key in keys:
+                if getattr(getattr(cfg, section), key) != getattr(type(getattr(cfg, section))(), key):
+                    raise UserError(f"{where}: {section}.{key} is for class-conditional runs: set "
+                                    f"data.conditional=true, or remove the key")
     refused = SAMPLERS[sample.sampler].refuses.get(d.objective)
     if refused:
         fits = [n for n, s in SAMPLERS.items() if d.objective not in s.refuses]
@@ -246,10 +273,11 @@ def _check_combinations(cfg: Config, where: str) -> None:
 
 def _check_sample(sample: SampleConfig, where: str) -> None:
     """The [sample] keys that are valid alone but not together."""
-    if sample.guide_interval and not (len(sample.guide_interval) == 2
-                                      and sample.guide_interval[0] < sample.guide_interval[1]):
-        raise UserError(f"{where}: sample.guide_interval={list(sample.guide_interval)} must be two noise levels "
-                        f"[lo, hi] with lo < hi, e.g. [0.25, 5.7], or [] to guide everywhere")
+    for key in ("guide_interval", "cfg_interval"):
+        interval = getattr(sample, key)
+        if interval and not (len(interval) == 2 and interval[0] < interval[1]):
+            raise UserError(f"{where}: sample.{key}={list(interval)} must be two noise levels [lo, hi] with lo < hi, "
+                            f"e.g. [0.25, 5.7], or [] to guide everywhere")
     if sample.guide_at and sample.guide_step:
         raise UserError(f"{where}: sample.guide_at={sample.guide_at:g} and sample.guide_step={sample.guide_step} "
                         f"both choose the guide: set one of them to 0")

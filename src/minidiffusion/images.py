@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from .errors import UserError
 from .rundir import atomic_write_bytes
@@ -44,6 +44,28 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, p
         top, left = padding + (k // nrow) * (h + padding), padding + (k % nrow) * (w + padding)
         grid[top:top + h, left:left + w] = pixels[k]
     return grid
+
+
+def make_class_grid(images: torch.Tensor, labels: torch.Tensor, names: list[str] | tuple[str, ...],
+                    padding: int = 2, pad_value: int = 255) -> np.ndarray:
+    """uint8 (N, C, H, W) of classes ``labels`` (N,), which come in consecutive runs (``sampling.class_labels``) ->
+    one uint8 (H', W', C) image with a row per run (wrapped at the grid's width; a single run: a square-ish grid),
+    each run's class name written at its left. Label ``len(names)`` is "no class"."""
+    starts = [0] + [k for k in range(1, len(labels)) if labels[k] != labels[k - 1]]
+    runs = list(zip(starts, starts[1:] + [len(labels)]))
+    ncol = max(b - a for a, b in runs) if len(runs) > 1 else math.ceil(math.sqrt(len(labels)))
+    blocks = [make_grid(images[a:b], ncol, padding, pad_value) for a, b in runs]
+    grid = np.concatenate([blocks[0]] + [block[padding:] for block in blocks[1:]])  # one padding between runs
+    font = ImageFont.load_default()
+    text = [names[int(labels[a])] if int(labels[a]) < len(names) else "no class" for a, _ in runs]
+    width = max(font.getbbox(t)[2] for t in text) + 2 * padding
+    margin = Image.new("L", (width, grid.shape[0]), pad_value)
+    draw, top = ImageDraw.Draw(margin), 0
+    for block, t in zip(blocks, text):
+        draw.text((padding, top + padding + images.shape[2] // 2), t, fill=255 - pad_value, font=font, anchor="lm")
+        top += block.shape[0] - padding
+    label = np.asarray(margin, dtype=np.uint8)[..., None].repeat(grid.shape[2], axis=2)
+    return np.concatenate([label, grid], axis=1)
 
 
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
@@ -83,10 +105,16 @@ def save_png(array: np.ndarray, path: str | Path) -> Path:
     return write_file(path, buffer.getvalue())
 
 
-def save_npz(images: torch.Tensor, path: str | Path) -> Path:
-    """uint8 (N, C, H, W) -> ``path`` as .npz, key ``images``, (N, H, W, C); clear error if it cannot be written."""
+def save_npz(images: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None) -> Path:
+    """uint8 (N, C, H, W) -> ``path`` as .npz, key ``images``, (N, H, W, C), and with ``labels`` the int64 class of
+    each image under key ``labels`` (N,); clear error if it cannot be written."""
+    if labels is not None and labels.shape != (len(images),):
+        raise ValueError(f"{len(images)} images but labels of shape {tuple(labels.shape)}")
+    arrays = {"images": images.permute(0, 2, 3, 1).numpy()}
+    if labels is not None:
+        arrays["labels"] = labels.numpy().astype(np.int64)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, images=images.permute(0, 2, 3, 1).numpy())
+    np.savez_compressed(buffer, **arrays)
     return write_file(path, buffer.getvalue())
 
 

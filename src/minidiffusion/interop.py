@@ -473,6 +473,9 @@ def to_diffusers(checkpoint: str | Path, out_dir: str | Path, *, ema: bool = Tru
     from .sampling import load_model
 
     net, ckpt = load_model(checkpoint, ema=ema)
+    if ckpt.classes:
+        raise UserError(f"{ckpt.path}: a class-conditional checkpoint ({len(ckpt.classes)} classes); converting its "
+                        f"class embedding to diffusers' num_class_embeds is not supported yet")
     channels, size, _ = ckpt.image_shape
     unet_cfg, scheduler_cfg = config_to_diffusers(ckpt.config, channels, size)
     check_groups(net, unet_cfg["norm_num_groups"])

@@ -1,7 +1,7 @@
 """Training: ``train(config, out_dir)`` — one loop, read top to bottom; ``TrainStep`` is one step of it.
 
 Reproducibility by construction: every random draw of step s (batch order, flips, timesteps, noise,
-dropout) comes from generators seeded with (seed, s), never from state carried between steps. Resuming
+dropout, label dropout) comes from generators seeded with (seed, s), never from state carried between steps. Resuming
 from the checkpoint of step s therefore continues exactly as the uninterrupted run would have, and under
 torchrun each rank takes its slice of the same global draws, so N ranks × batch b equal 1 rank × batch N·b.
 """
@@ -37,11 +37,11 @@ from .data import ImageDataset, load_dataset
 from .devices import AUTOCAST, resolve_device
 from .diffusion import make_objective
 from .errors import UserError
-from .images import make_grid, save_grid, to_model_range
+from .images import make_class_grid, make_grid, save_png, to_model_range
 from .logging_backends import MetricsLogger, require_backends
 from .models.unet import build_model, count_parameters
 from .rundir import RunLock, atomic_write_bytes
-from .sampling import generate_sharded, unguided_until
+from .sampling import class_labels, generate_sharded, unguided_until
 
 log = logging.getLogger("minidiffusion")
 SKIP_LIST = "skipped_files.txt"  # in the run directory: every image file the data loading skipped, one per line
@@ -172,21 +172,25 @@ class TrainStep:
         self.amp = AUTOCAST[cfg.train.precision]
         self.scaler = torch.amp.GradScaler(self.device_type, enabled=cfg.train.precision == "fp16")
 
-    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The per-example loss (b,) under the run's autocast."""
+    def loss(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond: torch.Tensor | None = None
+             ) -> torch.Tensor:
+        """The per-example loss (b,) under the run's autocast; ``cond``: the classes (b,) of a conditional run."""
         with torch.autocast(self.device_type, dtype=self.amp, enabled=self.amp is not None):
-            return self.loss_fn(self.net, x0, t, noise)
+            if cond is None:
+                return self.loss_fn(self.net, x0, t, noise)
+            return self.loss_fn(self.net, x0, t, noise, cond)
 
     def __call__(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, step: int,
-                 lr: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step ``step`` at learning rate ``lr`` (None: unchanged) -> (per-example losses, ``nonfinite``: a bool on
-        the device, True when the step was skipped for a non-finite loss or gradient)."""
+                 lr: float | None = None, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step ``step`` at learning rate ``lr`` (None: unchanged), classes ``cond`` for a conditional network ->
+        (per-example losses, ``nonfinite``: a bool on the device, True when the step was skipped for a non-finite loss
+        or gradient)."""
         if lr is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         if self.device_type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()  # a new step for compile's CUDA graphs (reduce-overhead)
-        losses = self.loss(x0, t, noise)
+        losses = self.loss(x0, t, noise, cond)
         loss = losses.mean()
         self.scaler.scale(loss).backward()  # under DDP, returns once the gradients are averaged over the ranks
         self.scaler.unscale_(self.optimizer)
@@ -222,6 +226,15 @@ def draw_batch(cfg: Config, objective, pixels: torch.Tensor, step: int, rank_sli
         flips = (torch.rand(shape[0], generator=g, device=pixels.device) < 0.5)[rank_slice]
         x0 = torch.where(flips[:, None, None, None], x0.flip(3), x0)
     return x0.contiguous(memory_format=memory_format), t, noise.contiguous(memory_format=memory_format)
+
+
+def drop_labels(cfg: Config, labels: torch.Tensor, step: int, rank_slice: slice, num_classes: int) -> torch.Tensor:
+    """This rank's classes of step ``step``, each replaced by "no class" (index ``num_classes``) with probability
+    train.label_dropout (classifier-free guidance's unconditional model learns from those): drawn for the whole global
+    batch from a generator seeded by (train.seed, step), then sliced, on the labels' device (no wait for it)."""
+    g = torch.Generator(labels.device).manual_seed(mix_seed(cfg.train.seed, step, 3))
+    dropped = (torch.rand(cfg.train.batch_size, generator=g, device=labels.device) < cfg.train.label_dropout)
+    return torch.where(dropped[rank_slice], num_classes, labels)
 
 
 def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
@@ -270,11 +283,11 @@ def _out_of_memory(e: BaseException) -> bool:
         "not enough memory" in str(e))
 
 
-def check_memory(cfg: Config, channels: int, size: int, device: str) -> None:
+def check_memory(cfg: Config, channels: int, size: int, device: str, num_classes: int = 0) -> None:
     """Refuse, before allocating anything, a model whose weights, EMA, gradients and AdamW moments (5 float32 copies)
     alone do not fit in the device's memory: a traceback from the allocator, minutes later, says less."""
     with torch.device("meta"):
-        n = count_parameters(build_model(cfg.model, channels, size))
+        n = count_parameters(build_model(cfg.model, channels, size, num_classes))
     need = 5 * 4 * n
     if device.startswith("cuda"):
         have = torch.cuda.get_device_properties(torch.device(device)).total_memory
@@ -293,16 +306,18 @@ def check_memory(cfg: Config, channels: int, size: int, device: str) -> None:
 def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume: bool, progress: bool,
            allow_changes: bool, evaluator) -> Path:
     require_backends(cfg.train.log)  # a missing TensorBoard fails now, not after hours of training
-    data = distributed.main_first(lambda: load_dataset(cfg.data, "train"), world)  # one download per disk
+    data = distributed.main_first(lambda: load_dataset(cfg.data, "train", labelled=cfg.data.conditional),
+                                  world)  # one download per disk
+    num_classes = len(data.classes) if cfg.data.conditional else 0
     total = cfg.total_steps(len(data))
     # rank 0 scores EMA samples every eval_every steps (classifier FID against the test split, statistics cached)
     evaluator = evaluator(cfg, data, device) if cfg.train.eval_every and world.is_main else None
     torch.manual_seed(cfg.train.seed)  # initial weights
-    check_memory(cfg, data.channels, data.image_size, device)
-    model = build_model(cfg.model, data.channels, data.image_size).to(device)
+    check_memory(cfg, data.channels, data.image_size, device, num_classes)
+    model = build_model(cfg.model, data.channels, data.image_size, num_classes).to(device)
     step_fn = TrainStep(model, cfg, device, world=world)
     state, guide_step = RunState(), guide_step_of(cfg, total)
-    guide = _resume(cfg, out, world, step_fn, state, guide_step, allow_changes) if resume else None
+    guide = _resume(cfg, out, world, step_fn, state, guide_step, allow_changes, data) if resume else None
     if not resume:
         distributed.on_main(lambda: _refuse_to_overwrite(out), world)
     ended = state.schedule[1] if state.schedule else (state.fitted[0] if state.fitted else None)
@@ -315,7 +330,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
     memory_format = _wrap(step_fn, cfg, world, device)
     rank_slice = slice(world.rank * (cfg.train.batch_size // world.size),
                        (world.rank + 1) * (cfg.train.batch_size // world.size))
-    batches = _batches(data, cfg, state.step, total, rank_slice, device)
+    batches = _batches(data, cfg, state.step, total, rank_slice, device, labels=bool(num_classes))
     flip = data.flip and cfg.data.flip != "no"
     _log_start(cfg, data, model, device, world, state.step, total)
 
@@ -326,10 +341,12 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
     model.train()
     while state.step < total:
         step = state.step
-        x0, t, noise = draw_batch(cfg, step_fn.objective, next(batches), step, rank_slice, flip, memory_format)
+        pixels, labels = next(batches) if num_classes else (next(batches), None)
+        x0, t, noise = draw_batch(cfg, step_fn.objective, pixels, step, rank_slice, flip, memory_format)
+        cond = None if labels is None else drop_labels(cfg, labels, step, rank_slice, num_classes)
         torch.manual_seed(mix_seed(cfg.train.seed, step, 2, world.rank))  # dropout
         lr = lr_at(cfg, step, total, state.schedule[0])
-        losses, nonfinite = step_fn(x0, t, noise, step, lr)
+        losses, nonfinite = step_fn(x0, t, noise, step, lr, cond)
         window.add(step, losses, step_fn.objective.position(t), nonfinite)
         state.step += 1
         bar.update(1)
@@ -368,7 +385,7 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
 
 
 def _resume(cfg: Config, out: Path, world: distributed.World, step_fn: TrainStep, state: RunState,
-            guide_step: int | None, allow_changes: bool) -> nn.Module | None:
+            guide_step: int | None, allow_changes: bool, data: ImageDataset) -> nn.Module | None:
     """Restore the newest complete checkpoint of ``out`` (rank 0 chooses, every rank follows); the guide it carries."""
     latest = latest_checkpoint(out) if world.is_main and out.is_dir() else None
     found = distributed.broadcast_object(None if latest is None else (str(latest.path), latest.step), world)
@@ -377,8 +394,9 @@ def _resume(cfg: Config, out: Path, world: distributed.World, step_fn: TrainStep
         if world.is_main:
             log.info("--resume: no checkpoint in %s yet, starting a fresh run", out)
         return None
+    classes = data.classes if cfg.data.conditional else ()
     guide = distributed.agreed(lambda: restore(latest or _load_for_resume(found[0]), cfg, step_fn, state,
-                                               allow_changes), world)
+                                               allow_changes, classes), world)
     if world.is_main:
         log.info("resuming from %s (step %d)", *found)
         if guide is None and guide_step is not None and guide_step <= state.step:
@@ -488,17 +506,21 @@ def _draw_grid(cfg: Config, out: Path, ema: nn.Module, guide: nn.Module | None, 
     if bar is not None and world.is_main:  # the bar stands at 100%: say what the next minute is for
         bar.close()
         log.info("drawing the final grid: %d samples, %s %d steps", cfg.sample.n, cfg.sample.sampler, cfg.sample.steps)
+    conditional = getattr(ema, "num_classes", 0) > 0
+    # a row per class (the first sample.n classes, one image each, when there are more)
+    labels = class_labels(cfg.sample.n, range(min(cfg.sample.n, len(data.classes)))) if conditional else None
     grid = generate_sharded(ema, make_objective(cfg.diffusion), unguided_until(cfg.sample, guide), cfg.sample.n,
                             seed=cfg.train.seed,
                             shape=(data.channels, data.image_size, data.image_size), device=device, world=world,
-                            guide=guide)
+                            guide=guide, labels=labels)
     if world.is_main:
         path = out / "samples" / f"step_{step:08d}.png"
+        picture = make_class_grid(grid, labels, data.classes) if conditional else make_grid(grid)
         try:
-            save_grid(grid, path)
+            save_png(picture, path)
         except UserError as e:  # a full disk, a read-only folder: the picture is lost, the run is not
             log.warning("%s; training goes on (the checkpoint is written first)", e)
-        logger.image("samples", make_grid(grid), step)
+        logger.image("samples", picture, step)
 
 
 def _save(cfg: Config, out: Path, step_fn: TrainStep, guide: nn.Module | None, data: ImageDataset,
@@ -638,20 +660,41 @@ class _Window:
 
 
 def _batches(data: ImageDataset, cfg: Config, start: int, total: int, rank_slice: slice,
-             device: str) -> Iterator[torch.Tensor]:
-    """This rank's uint8 batch for each step from ``start``: indexed on the device when the set is in memory."""
+             device: str, labels: bool = False) -> Iterator:
+    """This rank's uint8 batch for each step from ``start``: indexed on the device when the set is in memory. With
+    ``labels``, (batch, its int64 classes), the classes taken the same way."""
     if data.tensor is not None:
         images = data.tensor.to(device)
+        classes = data.labels.to(device) if labels else None
         order = BatchOrder(len(data), cfg.train.batch_size, cfg.train.seed, device)
         for step in range(start, total):
-            yield images[order.indices(step)[rank_slice]]
+            indices = order.indices(step)[rank_slice]
+            yield (images[indices], classes[indices]) if labels else images[indices]
         return
     order = BatchOrder(len(data), cfg.train.batch_size, cfg.train.seed)
-    loader = torch.utils.data.DataLoader(data, batch_sampler=StepSampler(order, start, total, rank_slice),
+    loader = torch.utils.data.DataLoader(_Labelled(data) if labels else data,
+                                         batch_sampler=StepSampler(order, start, total, rank_slice),
                                          num_workers=cfg.data.num_workers, pin_memory=device.startswith("cuda"),
                                          persistent_workers=False)
     for batch in loader:
-        yield batch.to(device, non_blocking=True)
+        if labels:
+            yield batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+        else:
+            yield batch.to(device, non_blocking=True)
+
+
+class _Labelled(torch.utils.data.Dataset):
+    """A streamed dataset's items with their classes: ``[i]`` is ``data.labelled(i)``, (image, class), which a
+    DataLoader collates into (images, int64 classes)."""
+
+    def __init__(self, data: ImageDataset):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.data.labelled(i)
 
 
 def _refuse_to_overwrite(out: Path) -> None:
@@ -693,7 +736,8 @@ def _load_for_resume(path: str) -> Checkpoint:
 
 def checkpoint_meta(data: ImageDataset, state: RunState, step_fn: TrainStep) -> dict:
     groups = [{k: v for k, v in g.items() if k != "params"} for g in step_fn.optimizer.state_dict()["param_groups"]]
-    return {"data": data_record(data.name, data.channels, data.image_size),
+    classes = data.classes if getattr(step_fn.model, "num_classes", 0) else ()  # a conditional network's
+    return {"data": data_record(data.name, data.channels, data.image_size, classes),
             "nonfinite_in_a_row": state.nonfinite_in_a_row, "fitted": state.fitted, "schedule": state.schedule,
             "optimizer_groups": groups,
             "scaler": step_fn.scaler.state_dict() if step_fn.scaler.is_enabled() else None,
@@ -717,10 +761,14 @@ def _checked_optimizer_state(ckpt: Checkpoint, params: list[torch.Tensor]) -> di
 
 
 def restore(ckpt: Checkpoint, cfg: Config, step_fn: TrainStep, state: RunState,
-            allow_changes: bool = False) -> nn.Module | None:
-    """Load weights, EMA, optimizer and counters from a checkpoint, checking the model shapes and the config first.
-    Returns the autoguidance guide network the checkpoint carries (a copy of the EMA with its weights), or None."""
+            allow_changes: bool = False, classes: tuple[str, ...] = ()) -> nn.Module | None:
+    """Load weights, EMA, optimizer and counters from a checkpoint, checking the model shapes, the config and the
+    class names (``classes``: those of the data now) first. Returns the autoguidance guide network the checkpoint
+    carries (a copy of the EMA with its weights), or None."""
     model, ema, optimizer, scaler = step_fn.model, step_fn.ema, step_fn.optimizer, step_fn.scaler
+    if ckpt.classes and ckpt.classes != tuple(classes):
+        raise UserError(f"--resume: {ckpt.path} learned the classes {', '.join(ckpt.classes)}, and the data now has "
+                        f"{', '.join(classes) or 'none'}: the network's class k would change meaning")
     for prefix, module in (("model", model), ("ema", ema)):
         _check_shapes(module, ckpt.state_dict(prefix), str(ckpt.path))
     has_guide = ckpt.has("guide")

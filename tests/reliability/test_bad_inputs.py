@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minidiffusion.checkpoint import load_checkpoint
+from minidiffusion.checkpoint import VERSION, load_checkpoint
 from tests.helpers import make_folder, tiny_config
 
 from .conftest import REPO, real_cli, write_config
@@ -181,7 +181,7 @@ def test_resume_with_a_different_model_names_the_tensors(cli, folder, trained_ru
 
 def newer_version(d: Path) -> None:
     for path in d.glob("*.json"):
-        path.write_text(path.read_text().replace('"version": 1,', '"version": 2,'))
+        path.write_text(path.read_text().replace('"version": 1,', f'"version": {VERSION + 1},'))
 
 
 def craft(d: Path, record: dict) -> None:
@@ -202,7 +202,8 @@ CHECKPOINT_DAMAGE = {
                           "ckpt_00000006.safetensors: checksum mismatch (truncated or modified file)"),
     "tensors missing": (lambda d: (d / "ckpt_00000006.safetensors").unlink(),
                         "its tensor file ckpt_00000006.safetensors is missing"),
-    "newer version": (newer_version, "written by a newer minidiffusion (format version 2, this one reads up to 1)"),
+    "newer version": (newer_version, f"written by a newer minidiffusion (format version {VERSION + 1}, this one reads "
+                                     f"up to {VERSION})"),
     "no step": (lambda d: craft(d, {"step": "six"}), "checkpoint record is missing a valid 'step'"),
     "foreign config": (lambda d: craft(d, {"config": {"model": {"layers": 12}}}), "unknown key 'model.layers'"),
     "bad image shape": (lambda d: craft(d, {"data": {"channels": "x", "image_size": 8}}),

@@ -165,10 +165,10 @@ def test_a_sample_grid_that_cannot_be_written_costs_a_warning_not_the_run(folder
     """The final checkpoint is written before the final grid, and a grid that fails is a warning."""
     import minidiffusion.training as training
 
-    def save_grid(images, path, nrow=None):
+    def save_png(array, path):
         raise UserError(f"cannot write {path}: No space left on device")
 
-    monkeypatch.setattr(training, "save_grid", save_grid)
+    monkeypatch.setattr(training, "save_png", save_png)
     final = train(tiny_config(folder, train={"steps": 4, "sample_every": 2}), tmp_path / "run", progress=False)
     assert load_checkpoint(final).step == 4
     assert caplog.text.count("No space left on device; training goes on") == 2  # step 2's grid and the final one

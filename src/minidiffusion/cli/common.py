@@ -56,6 +56,9 @@ def add_sampling_options(p: argparse.ArgumentParser, *, seed_help: str) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="images per network call")
     p.add_argument("--guidance", type=float, default=None, metavar="W",
                    help="autoguidance weight (default: the config's sample.guidance; 1 = off)")
+    p.add_argument("--cfg", type=float, default=None, metavar="W",
+                   help="class-conditional checkpoints: classifier-free guidance weight (default: the config's "
+                        "sample.cfg_weight; 1 = plain conditional, 0 = the 'no class' model)")
     p.add_argument("--guide", default=None, metavar="CHECKPOINT",
                    help="the guide network: a weaker checkpoint of the same data and diffusion (default: the "
                         "one the checkpoint carries when trained with sample.guide_step or guide_at)")

@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     start_time = time.perf_counter()
     if not (args.checkpoint or args.samples or args.stats_only):
         raise UserError("evaluate: give --checkpoint RUN, --samples FILE.npz|DIR, or --stats-only")
-    if (args.guidance is not None or args.guide) and not args.checkpoint:
-        raise UserError("--guidance/--guide apply to samples drawn from --checkpoint")
+    if (args.guidance is not None or args.guide or args.cfg is not None) and not args.checkpoint:
+        raise UserError("--guidance/--guide/--cfg apply to samples drawn from --checkpoint")
     if args.image_size is not None and args.image_size < 1:
         raise UserError(f"--image-size must be at least 1, got {args.image_size}")
     device = resolve_device(args.device, "--device")
@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
         net, ckpt = load_model(args.checkpoint, device=device)
         sample = replace_sample(ckpt.config.sample, {"guidance": args.guidance, "sampler": args.sampler,
-                                                     "steps": args.steps, "batch_size": args.batch_size})
+                                                     "steps": args.steps, "batch_size": args.batch_size,
+                                                     "cfg_weight": args.cfg})
         guide = guide_for(sample, ckpt, args.guide, device)
         channels, size, _ = ckpt.image_shape
     elif args.samples:

@@ -10,7 +10,8 @@ from ..errors import UserError
 from .common import add_sampling_options, add_set, sections
 
 EXAMPLES = ("example: minidiffusion sample --checkpoint runs/quick --num-images 64 --out grid.png\n"
-            "         minidiffusion sample --checkpoint runs/quick --num-images 16 --video denoise.gif --out grid.png")
+            "         minidiffusion sample --checkpoint runs/quick --num-images 16 --video denoise.gif --out grid.png\n"
+            "         minidiffusion sample --checkpoint runs/mnist-cond --class 0,3,7 --cfg 2 --out digits.png")
 
 
 def register(subparsers, formatter_class) -> None:
@@ -20,7 +21,11 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--num-images", "--n", dest="n", type=int, default=None,
                    help="number of images (default: the config's sample.n)")
     add_sampling_options(p, seed_help="image k of seed s is the same whatever --n/--batch-size")
-    p.add_argument("--out", default="samples.png", help="FILE.png (grid), FILE.npz (uint8 NHWC 'images') or DIR/")
+    p.add_argument("--class", dest="classes", default=None, metavar="C[,C...]",
+                   help="class-conditional checkpoints: the classes to draw, by name or index (e.g. 7, 0,3,7 or "
+                        "cat,dog), the images split evenly among them, one grid row each (default: every class)")
+    p.add_argument("--out", default="samples.png", help="FILE.png (grid), FILE.npz (uint8 NHWC 'images', and a "
+                                                        "conditional run's int64 'labels') or DIR/")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     add_set(p, "sample.KEY=VALUE", "sampler options, e.g. --set sample.eta=1.0 --set sample.variance=small")
     p.add_argument("--video", default=None, help="also write the denoising video (FILE.gif or FILE.mp4)")
@@ -42,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from ..config import replace_sample
     from ..devices import resolve_device
     from ..diffusion import make_objective
-    from ..images import make_grid, save_grid, save_npz, save_png
-    from ..sampling import Options, generate_sharded, guide_for, load_model
+    from ..images import make_class_grid, make_grid, save_grid, save_npz, save_png
+    from ..sampling import Options, class_labels, generate_sharded, guide_for, load_model, parse_classes
 
     out = _sample_out(Path(args.out), args.snapshots)  # a typo fails now, not after minutes of sampling
     device = resolve_device(args.device, "--device")
@@ -53,12 +58,17 @@ def run(args: argparse.Namespace) -> int:
     # the [sample] section, built and checked once: the checkpoint's, with --set and the sampling options
     sample = replace_sample(ckpt.config.sample, {**sections(args.set, allowed=("sample",)).get("sample", {}),
                                                  "guidance": args.guidance, "sampler": args.sampler,
-                                                 "steps": args.steps, "batch_size": args.batch_size})
+                                                 "steps": args.steps, "batch_size": args.batch_size,
+                                                 "cfg_weight": args.cfg})
     objective = make_objective(ckpt.config.diffusion)
     if args.n is None:
         args.n = sample.n
     elif args.n < 1:
         raise UserError(f"--num-images {args.n}: draw at least one image")
+    labels = None  # the class of each image, for a conditional checkpoint
+    if args.classes is not None or ckpt.classes:
+        classes = range(len(ckpt.classes)) if args.classes is None else parse_classes(args.classes, ckpt.classes)
+        labels = class_labels(args.n, classes)
     guide = distributed.agreed(lambda: guide_for(sample, ckpt, args.guide, device), world)
     recorder = None
     if args.video or args.snapshots:
@@ -77,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                                      and not args.no_x0, label=objective.label)
     options = Options(channels_last=ckpt.config.train.channels_last, callback=recorder, progress=not args.no_progress)
     images = generate_sharded(net, objective, sample, args.n, seed=args.seed, shape=ckpt.image_shape, device=device,
-                              world=world, guide=guide, options=options)
+                              world=world, guide=guide, labels=labels, options=options)
     if not world.is_main:
         return 0  # rank 0 holds all the images and writes them
     if args.snapshots:
@@ -86,10 +96,10 @@ def run(args: argparse.Namespace) -> int:
         save_png(snapshot_strip(recorder, images, wanted, log_levels=objective.log_levels), out)
         print(f"wrote {out}")
     elif out.suffix.lower() == ".npz":
-        save_npz(images, out)  # (N, H, W, C) uint8
+        save_npz(images, out, labels)  # (N, H, W, C) uint8, and (N,) int64 classes
         print(f"wrote {out} ({len(images)} images)")
     elif out.suffix.lower() == ".png":
-        save_grid(images, out)
+        save_png(make_class_grid(images, labels, ckpt.classes), out) if labels is not None else save_grid(images, out)
         print(f"wrote {out}")
     else:
         for k, image in enumerate(images):

@@ -16,10 +16,12 @@ from .samplers import (
     heun,
     image_generators,
     image_seeds,
+    unconditional,
 )
 from .schedule import Schedule, cosine_schedule, linear_schedule, make_schedule
 
 __all__ = ["DDPM", "EDM", "OBJECTIVES", "SAMPLERS", "Denoiser", "Flow", "Objective", "Schedule", "StepInfo", "clipped",
            "cosine_schedule", "ddim", "ddpm", "ddpm_grid", "diffusion_loss", "dpmpp", "edm_grid", "eps_from_x0",
            "euler", "flow_grid", "guided", "heun", "image_generators", "image_seeds", "linear_schedule",
-           "make_objective", "make_schedule", "q_posterior", "q_sample", "samplers_for", "timesteps", "x0_from_eps"]
+           "make_objective", "make_schedule", "q_posterior", "q_sample", "samplers_for", "timesteps", "unconditional",
+           "x0_from_eps"]

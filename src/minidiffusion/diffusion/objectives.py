@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .process import call_network as _call
 from .process import diffusion_loss, q_sample
 from .samplers import Denoiser, StepInfo
 from .schedule import Schedule, make_schedule
@@ -169,11 +170,6 @@ def _parse_list(text: str, convert, fits, noun: str, kind: str, valid: str) -> l
 
 # -- the objectives ----------------------------------------------------------------------------------------------
 
-def _call(net, x: torch.Tensor, level: torch.Tensor, cond) -> torch.Tensor:
-    """The network at (x, level), given its condition only when there is one (so any (x, t) callable works)."""
-    return (net(x, level) if cond is None else net(x, level, cond)).float()
-
-
 class Objective:
     """What a way of training owns: its training levels and loss, its forward process, the denoiser it makes of a
     network, its sampling path and grid, and how its levels are named and parsed. Code outside ``diffusion/`` asks
@@ -211,8 +207,10 @@ class Objective:
         """``n`` training levels drawn with ``g``."""
         raise NotImplementedError
 
-    def loss(self, net: nn.Module, x0: torch.Tensor, level: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Per-example loss (N,) of ``net`` at ``forward(x0, level, noise)``."""
+    def loss(self, net: nn.Module, x0: torch.Tensor, level: torch.Tensor, noise: torch.Tensor,
+             cond=None) -> torch.Tensor:
+        """Per-example loss (N,) of ``net`` at ``forward(x0, level, noise)``, given classes ``cond`` (N,) when the
+        network is conditional."""
         raise NotImplementedError
 
     def forward(self, x0: torch.Tensor, level: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -327,8 +325,8 @@ class DDPM(Objective):
         """The EDM σ of timestep t: x_t/√ᾱ_t = x0 + σ n."""
         return float(self._sigmas[int(t)])
 
-    def loss(self, net: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return diffusion_loss(net, self.schedule, x0, t, noise, self.cfg.prediction, self.cfg.min_snr_gamma)
+    def loss(self, net: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond=None) -> torch.Tensor:
+        return diffusion_loss(net, self.schedule, x0, t, noise, self.cfg.prediction, self.cfg.min_snr_gamma, cond)
 
     def forward(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return q_sample(self.schedule, x0, t.long(), noise)
@@ -432,12 +430,13 @@ class EDM(Objective):
         c_skip, c_out, c_in, c_noise = (c.float().view(-1, 1, 1, 1) for c in self.precondition(sigma))
         return c_skip * x + c_out * _call(net, c_in * x, c_noise.view(-1), cond)
 
-    def loss(self, net: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def loss(self, net: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+             cond=None) -> torch.Tensor:
         """λ(σ) |D(x0 + σn; σ) - x0|² = |F - (x0 - c_skip x)/c_out|², λ = 1/c_out² (per example, (N,))."""
         c_skip, c_out, c_in, c_noise = (c.float().view(-1, 1, 1, 1) for c in self.precondition(sigma))
         x = x0 + sigma.float().view(-1, 1, 1, 1) * noise
         target = (x0 - c_skip * x) / c_out
-        return (net(c_in * x, c_noise.view(-1)).float() - target).square().mean(dim=(1, 2, 3))
+        return (_call(net, c_in * x, c_noise.view(-1), cond) - target).square().mean(dim=(1, 2, 3))
 
     def forward(self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return x0 + sigma.float().view(-1, 1, 1, 1) * noise
@@ -502,9 +501,9 @@ class Flow(Objective):
     def velocity(self, net, x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
         return _call(net, x, 1000 * t.float(), cond)
 
-    def loss(self, net: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def loss(self, net: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, cond=None) -> torch.Tensor:
         x_t = self.interpolate(x0, t, noise)
-        return (self.velocity(net, x_t, t) - self.velocity_target(x0, noise)).square().mean(dim=(1, 2, 3))
+        return (self.velocity(net, x_t, t, cond) - self.velocity_target(x0, noise)).square().mean(dim=(1, 2, 3))
 
     def forward(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return self.interpolate(x0, t, noise)

@@ -54,6 +54,11 @@ def q_posterior(schedule: Schedule, x0: torch.Tensor, x_t: torch.Tensor,
 Network = Callable[..., torch.Tensor]  # net(x, level) or net(x, level, cond)
 
 
+def call_network(net: Network, x: torch.Tensor, level: torch.Tensor, cond=None) -> torch.Tensor:
+    """The network at (x, level), given its condition only when there is one (so any (x, t) callable works)."""
+    return (net(x, level) if cond is None else net(x, level, cond)).float()
+
+
 def fast_network(net, *, dtype: torch.dtype | None = None, channels_last: bool = False, cuda_graph: bool = False):
     """``net`` behind :class:`FastEpsModel` when any speed option is on, else ``net`` itself."""
     if dtype is not None or channels_last or cuda_graph:
@@ -86,34 +91,36 @@ class FastEpsModel:
             return self.net(x_t, t) if cond is None else self.net(x_t, t, cond)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
-        if not (self.cuda_graph and x_t.is_cuda) or cond is not None:  # a condition: no graph (its buffers are x, t)
+        if not (self.cuda_graph and x_t.is_cuda):
             out = self._forward(x_t, t, cond)
         else:
-            key = (tuple(x_t.shape), x_t.dtype, x_t.device, t.dtype)
+            key = (tuple(x_t.shape), x_t.dtype, x_t.device, t.dtype, None if cond is None else cond.dtype)
             if key not in self._graphs:
-                self._graphs[key] = self._capture(x_t, t)
-            graph, static_x, static_t, out = self._graphs[key]
-            static_x.copy_(x_t)
-            static_t.copy_(t)
+                self._graphs[key] = self._capture(x_t, t, cond)
+            graph, static, out = self._graphs[key]
+            for buffer, value in zip(static, (x_t, t, cond)):
+                if buffer is not None:
+                    buffer.copy_(value)
             graph.replay()
         return out.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
 
-    def _capture(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple:
-        static_x, static_t = x_t.clone(), t.clone()
+    def _capture(self, x_t: torch.Tensor, t: torch.Tensor, cond) -> tuple:
+        """(graph, its input buffers (x, t, cond or None), its output buffer) for inputs shaped as these."""
+        static = (x_t.clone(), t.clone(), None if cond is None else cond.clone())
         side = torch.cuda.Stream(x_t.device)
         side.wait_stream(torch.cuda.current_stream(x_t.device))
         with torch.cuda.stream(side):  # warm-up off the main stream, as capture requires: autotuning, compiling
             for _ in range(2):
-                self._forward(static_x, static_t)
+                self._forward(*static)
         torch.cuda.current_stream(x_t.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = self._forward(static_x, static_t)
-        return graph, static_x, static_t, out
+            out = self._forward(*static)
+        return graph, static, out
 
 
 def diffusion_loss(net: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                   prediction: str = "eps", min_snr_gamma: float = 0.0) -> torch.Tensor:
+                   prediction: str = "eps", min_snr_gamma: float = 0.0, cond=None) -> torch.Tensor:
     """Mean squared error of the network's ε (or v) prediction at q_sample(x0, t, noise), per example (N,).
 
     With ``min_snr_gamma`` > 0 each example is weighted by min(SNR_t, γ)/SNR_t for ε (min(SNR_t, γ)/(SNR_t + 1)
@@ -122,7 +129,7 @@ def diffusion_loss(net: torch.nn.Module, schedule: Schedule, x0: torch.Tensor, t
     """
     x_t = q_sample(schedule, x0, t, noise)
     target = noise if prediction == "eps" else v_target(schedule, x0, t, noise)
-    loss = (net(x_t, t).float() - target).square().mean(dim=(1, 2, 3))
+    loss = (call_network(net, x_t, t, cond) - target).square().mean(dim=(1, 2, 3))
     if min_snr_gamma > 0:
         def weights() -> torch.Tensor:
             snr = schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)

@@ -64,17 +64,26 @@ class Denoiser:
 
 def guided(main: Denoiser, weak: Denoiser, weight: float, interval: Sequence[float] = ()) -> Denoiser:
     """D_weak + w (D - D_weak) (autoguidance, Karras et al. 2024; classifier-free guidance when ``weak`` is the same
-    network without its condition, Ho & Salimans 2022), only at levels whose σ/α lies in ``interval`` = [lo, hi]
-    (Kynkäänniemi et al. 2024; () = everywhere). Elsewhere ``main`` alone, and ``weak`` is not called."""
+    network without its condition, see ``unconditional``, Ho & Salimans 2022), only at levels whose σ/α lies in
+    ``interval`` = [lo, hi] (Kynkäänniemi et al. 2024; () = everywhere). Elsewhere ``main`` alone, and ``weak`` is
+    not called; at w = 0, ``weak`` alone, and ``main`` is not called."""
     lo, hi = interval if interval else (0.0, math.inf)
 
     def fn(x: torch.Tensor, sigma: float, cond: Any) -> torch.Tensor:
         if not lo <= main.edm_sigma(sigma) <= hi:
             return main(x, sigma, cond)
         d_weak = weak(x, sigma, cond)
+        if weight == 0:
+            return d_weak
         return d_weak + weight * (main(x, sigma, cond) - d_weak)
 
     return Denoiser(fn, main.slope)
+
+
+def unconditional(denoiser: Denoiser, no_class: int) -> Denoiser:
+    """A class-conditional denoiser with every class replaced by "no class" (index ``no_class``): the weak denoiser
+    of classifier-free guidance, the same network trained with its labels dropped now and then."""
+    return Denoiser(lambda x, sigma, cond: denoiser(x, sigma, torch.full_like(cond, no_class)), denoiser.slope)
 
 
 def clipped(denoiser: Denoiser, lo: float = -1.0, hi: float = 1.0) -> Denoiser:

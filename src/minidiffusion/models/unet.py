@@ -1,8 +1,11 @@
-"""ε-prediction UNets: ``UNet(x_t, t) -> output`` of the same shape as ``x_t``.
+"""ε-prediction UNets: ``UNet(x_t, t, cond=None) -> output`` of the same shape as ``x_t``.
 
 The networks know nothing about betas or schedules: they map a noisy image and an integer timestep
 (0-based, shape (N,)) to a tensor shaped like the image. What that tensor means (ε or v) is the
-diffusion's business (see ``minidiffusion.diffusion``).
+diffusion's business (see ``minidiffusion.diffusion``). A class-conditional network (``num_classes`` > 0) also
+takes ``cond``, int64 class indices (N,), index ``num_classes`` being "no class" (classifier-free guidance's
+unconditional model); its class embedding is added to the time embedding, as in diffusers' ``UNet2DModel``
+with ``num_class_embeds`` and improved-diffusion's ``class_cond``. An unconditional network takes no ``cond``.
 
 ``UNet`` is the architecture of Ho et al. (2020) in the layout of diffusers' ``UNet2DModel`` for
 ``google/ddpm-cifar10-32`` (so weights convert both ways, see ``minidiffusion.interop``): GroupNorm(32,
@@ -99,15 +102,27 @@ class Upsample(nn.Module):
 
 
 class TimeEmbedding(nn.Module):
-    """Sinusoidal features of t, then Linear-SiLU-Linear to 4 × base width."""
+    """Sinusoidal features of t, then Linear-SiLU-Linear to 4 × base width; with ``num_classes`` > 0, plus a learned
+    vector per class and one for "no class" (index ``num_classes``)."""
 
-    def __init__(self, base: int):
+    def __init__(self, base: int, num_classes: int = 0):
         super().__init__()
-        self.base = base
+        self.base, self.num_classes = base, num_classes
         self.mlp = nn.Sequential(nn.Linear(base, 4 * base), nn.SiLU(), nn.Linear(4 * base, 4 * base))
+        # unconditional networks have no such parameter, so that their checkpoints stay what they were
+        self.class_embed = nn.Embedding(num_classes + 1, 4 * base) if num_classes else None
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.base))
+    def forward(self, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,) levels and (N,) int64 classes -> (N, 4 base)."""
+        emb = self.mlp(timestep_embedding(t, self.base))
+        if self.class_embed is None:
+            if cond is not None:
+                raise ValueError("an unconditional network takes no condition (cond must be None)")
+            return emb
+        if cond is None:
+            raise ValueError(f"a class-conditional network needs cond: class indices (N,), {self.num_classes} for "
+                             f"'no class'")
+        return emb + self.class_embed(cond)
 
 
 def check_image_size(image_size: int, levels: int, patch_size: int = 1) -> None:
@@ -127,13 +142,15 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels: int, image_size: int, base_channels: int = 128,
                  channel_mults: tuple[int, ...] = (1, 2, 2, 2), num_res_blocks: int = 2,
-                 attention_resolutions: tuple[int, ...] = (16,), num_heads: int = 1, dropout: float = 0.1):
+                 attention_resolutions: tuple[int, ...] = (16,), num_heads: int = 1, dropout: float = 0.1,
+                 num_classes: int = 0):
         super().__init__()
         check_image_size(image_size, len(channel_mults))
         # Widths are base × multiplier per level, not compounding.
         widths = [base_channels * m for m in channel_mults]
         emb_dim = 4 * base_channels
-        self.time_embed = TimeEmbedding(base_channels)
+        self.num_classes = num_classes
+        self.time_embed = TimeEmbedding(base_channels, num_classes)
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         self.down = nn.ModuleList()
@@ -170,9 +187,8 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, C, H, W) at levels t (N,) -> (N, C, H, W); ``cond`` is the slot of a condition (none yet)."""
-        _unconditional(cond)
-        emb = self.time_embed(t)
+        """(N, C, H, W) at levels t (N,), classes ``cond`` (N,) of a conditional network -> (N, C, H, W)."""
+        emb = self.time_embed(t, cond)
         h = self.conv_in(x)
         skips = [h]
         for layer in self.down:
@@ -198,12 +214,14 @@ class SimpleUNet(nn.Module):
     """
 
     def __init__(self, in_channels: int, image_size: int, base_channels: int = 64,
-                 channel_mults: tuple[int, ...] = (1, 2, 2), num_heads: int = 1, dropout: float = 0.0):
+                 channel_mults: tuple[int, ...] = (1, 2, 2), num_heads: int = 1, dropout: float = 0.0,
+                 num_classes: int = 0):
         super().__init__()
         check_image_size(image_size, len(channel_mults))
         widths = [base_channels * m for m in channel_mults]
         emb_dim = 4 * base_channels
-        self.time_embed = TimeEmbedding(base_channels)
+        self.num_classes = num_classes
+        self.time_embed = TimeEmbedding(base_channels, num_classes)
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         ch = base_channels
@@ -227,9 +245,8 @@ class SimpleUNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, C, H, W) at levels t (N,) -> (N, C, H, W); ``cond`` is the slot of a condition (none yet)."""
-        _unconditional(cond)
-        emb = self.time_embed(t)
+        """(N, C, H, W) at levels t (N,), classes ``cond`` (N,) of a conditional network -> (N, C, H, W)."""
+        emb = self.time_embed(t, cond)
         h = self.conv_in(x)
         skips = []
         for level, block in enumerate(self.down):
@@ -256,19 +273,15 @@ class Patched(nn.Module):
         super().__init__()
         self.net = net
         self.patch_size = patch_size
+        self.num_classes = getattr(net, "num_classes", 0)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return F.pixel_shuffle(self.net(F.pixel_unshuffle(x, self.patch_size), t, cond), self.patch_size)
 
 
-def _unconditional(cond) -> None:
-    if cond is not None:
-        raise ValueError("these UNets take no condition yet (cond must be None): class-conditional generation is "
-                         "its own change")
-
-
-def build_model(cfg, in_channels: int, image_size: int) -> nn.Module:
-    """The network a :class:`~minidiffusion.config.ModelConfig` describes, for images of this shape."""
+def build_model(cfg, in_channels: int, image_size: int, num_classes: int = 0) -> nn.Module:
+    """The network a :class:`~minidiffusion.config.ModelConfig` describes, for images of this shape; class-conditional
+    on ``num_classes`` classes when > 0 (the count comes from the data, never from the config)."""
     if cfg.base_channels % 8:
         raise UserError(f"model.base_channels={cfg.base_channels} must be a multiple of 8 (GroupNorm groups)")
     p = cfg.patch_size
@@ -283,10 +296,10 @@ def build_model(cfg, in_channels: int, image_size: int) -> nn.Module:
             raise UserError(f"model.attention_resolutions: {', '.join(map(str, unreached))} is not a feature size of "
                             f"this UNet (its levels' feature maps are {', '.join(map(str, sizes))}); choose among them")
     if cfg.variant == "simple":
-        net = SimpleUNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_heads, cfg.dropout)
+        net = SimpleUNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_heads, cfg.dropout, num_classes)
     else:
         net = UNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_res_blocks,
-                   cfg.attention_resolutions, cfg.num_heads, cfg.dropout)
+                   cfg.attention_resolutions, cfg.num_heads, cfg.dropout, num_classes)
     return Patched(net, p) if p > 1 else net
 
 
