@@ -373,3 +373,27 @@ def test_generate_checks_the_labels(run):
 def test_diffusers_conversion_refuses_a_conditional_checkpoint_in_one_line(run, tmp_path, capsys):
     err = one_line_error(capsys, ["convert", "--to-diffusers", str(run), "--out", str(tmp_path / "d")])
     assert "a class-conditional checkpoint (3 classes)" in err and not (tmp_path / "d").exists()
+
+
+def test_evaluate_scores_a_conditional_run_by_the_class_asked_for(tmp_path, capsys):
+    """evaluate --checkpoint on a conditional MNIST run draws every class in turn and reports, besides the usual
+    metrics, the share of samples that are the digit asked for and each digit's scores, FID against its own test
+    digits included."""
+    import json
+
+    from minidiffusion.cli import main
+    from minidiffusion.config import load_config
+    from minidiffusion.training import train
+
+    cfg = load_config("mnist-cond", ["train.steps=2", "train.checkpoint_every=0", "model.base_channels=8",
+                                     "sample.n=10", "sample.steps=2", "train.device=cpu"])
+    train(cfg, tmp_path / "run", progress=False)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--n", "30", "--metrics", "fid",
+                 "--no-progress", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    per_class = result["per_class"]
+    assert list(per_class) == [str(d) for d in range(10)] and all(c["n"] == 3 for c in per_class.values())
+    # classes of equal size: the overall share is the mean of the per-class shares
+    assert result["requested_accuracy"] == pytest.approx(np.mean([c["requested_accuracy"] for c in per_class.values()]))
+    assert all(c["fid"] > 0 and c["diversity"] >= 0 for c in per_class.values())
+    assert result["diversity"] == pytest.approx(np.mean([c["diversity"] for c in per_class.values()]))

@@ -238,6 +238,18 @@ def requested_class_summary(features: np.ndarray, logits: np.ndarray, labels: np
             "diversity": float(np.nanmean([c["diversity"] for c in per_class.values()]))}
 
 
+def per_class_fid(features: np.ndarray, labels: np.ndarray, reference: np.ndarray,
+                  reference_labels: np.ndarray) -> dict[int, float]:
+    """FID of each class's samples against the same class of the reference data (the features of both, (N, dim)):
+    a class drawn well but unlike its real examples shows here, not in the overall FID."""
+    out = {}
+    for k in np.unique(labels):
+        mine, theirs = features[labels == k], reference[reference_labels == k]
+        if len(mine) > 1 and len(theirs) > 1:
+            out[int(k)] = float(frechet_distance(*feature_statistics(mine), *feature_statistics(theirs)))
+    return out
+
+
 def classifier_score(images: torch.Tensor | np.ndarray, *, dataset: str = "mnist", device: str = "cpu",
                      threshold: float = CONFIDENT) -> dict:
     """Quality of uint8 (N, 1, H, W) digit images by the shipped classifier (no reference data needed).

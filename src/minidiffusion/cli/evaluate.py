@@ -6,6 +6,8 @@ import argparse
 import json
 import time
 
+import numpy as np
+
 from ..data import DATASETS, load_dataset
 from ..errors import UserError
 from ..features import EXTRACTORS
@@ -60,13 +62,38 @@ def register(subparsers, formatter_class) -> None:
     p.set_defaults(func=run)
 
 
+def _per_class(classes, features, logits, labels, extractor, data_cfg, split, fid: bool, progress: bool) -> dict:
+    """A conditional run's scores by requested class: with a classifier, the share of samples that are the class asked
+    for (top class, probability > 0.9) and each class's confident share; each class's within-class diversity; with
+    FID asked for, each class's FID against that class of the reference split (when it has labels)."""
+    from ..evaluate import per_class_fid, requested_class_summary, within_class_diversity
+    from ..features import extract
+
+    out: dict = {}
+    per_class = {k: {"diversity": within_class_diversity(features[labels == k])} for k in np.unique(labels)}
+    if logits is not None:
+        asked = requested_class_summary(features, logits, labels)
+        out["requested_accuracy"] = asked["requested_accuracy"]
+        per_class = asked["per_class"]
+    if fid:
+        data = load_dataset(data_cfg, split, labelled=True)
+        if data.labels is not None and tuple(data.classes) == tuple(classes):
+            reference, _ = extract(extractor, data.tensor if data.tensor is not None else data, progress=progress,
+                                   desc="reference features by class")
+            for k, value in per_class_fid(features, labels, reference, data.labels.numpy()).items():
+                per_class[k]["fid"] = value
+    out["per_class"] = {classes[k]: entry for k, entry in per_class.items()}
+    out["diversity"] = float(np.nanmean([entry["diversity"] for entry in per_class.values()]))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import DataConfig, replace_sample
     from ..devices import resolve_device
     from ..diffusion import make_objective
     from ..evaluate import class_summary, compute_metrics, load_samples, parse_metrics, reference_stats, stats_dirs
     from ..features import extract, load_extractor
-    from ..sampling import Options, generate, guide_for, load_model
+    from ..sampling import Options, class_labels, generate, guide_for, load_model
 
     start_time = time.perf_counter()
     if not (args.checkpoint or args.samples or args.stats_only):
@@ -113,9 +140,12 @@ def run(args: argparse.Namespace) -> int:
     if args.stats_only or {"fid", "kid"} & set(metrics):
         data = load_dataset(data_cfg, split)
         reference = reference_stats(extractor, data, split, stats_dirs(data_cfg, args.stats_dir), progress=progress)
+    labels = None  # a conditional run is scored on every class in turn, each sample against the class asked for
     if ckpt:
-        images = generate(net, make_objective(ckpt.config.diffusion), sample, args.n or DEFAULT_N, seed=args.seed,
-                          shape=ckpt.image_shape, device=device, guide=guide,
+        n = args.n or DEFAULT_N
+        labels = class_labels(n, range(len(ckpt.classes))) if ckpt.classes else None
+        images = generate(net, make_objective(ckpt.config.diffusion), sample, n, seed=args.seed,
+                          shape=ckpt.image_shape, device=device, guide=guide, labels=labels,
                           options=Options(channels_last=ckpt.config.train.channels_last, progress=progress))
     if args.stats_only:
         result = {"stats": str(reference.path) if reference.path else None, "cached": reference.cached,
@@ -125,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
         result = compute_metrics(features, logits, reference, metrics)
         if extractor.name == "classifier":
             result.update(class_summary(logits))
+        if labels is not None:
+            result.update(_per_class(ckpt.classes, features, logits, labels.numpy(), extractor, data_cfg, split,
+                                     "fid" in metrics, progress))
         result.update({"n": len(images), "source": source, "resolution": size})
     result.update({"features": extractor.name, "weights_sha256": extractor.weights_sha256[:16], "dataset": dataset,
                    "split": split if reference is not None else None,
