@@ -72,12 +72,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--n", type=int, default=1000, help="samples per scoring (a multiple of the classes)")
     parser.add_argument("--samples", default=None, help="keep each scoring's images here (cond-*.npz, with labels)")
     parser.add_argument("--results", default=None, help="append one JSON line per scoring here")
+    parser.add_argument("--seed", type=int, default=SAMPLE_SEED, help="sampling seed (default 123)")
+    parser.add_argument("--cfg", type=float, default=None,
+                        help="score only this classifier-free guidance weight (with the run's other settings)")
     parser.add_argument("--smoke", action="store_true", help="20 samples, the first two settings")
     args = parser.parse_args(argv)
     model = minidiffusion.load(args.run)
     if not model.classes:
         raise SystemExit(f"{args.run}: not a class-conditional run (train with data.conditional=true)")
     rows = settings(model, args.table)
+    if args.cfg is not None:
+        rows = [(f"cfg w={args.cfg:g} as the run guides", {"cfg_weight": args.cfg})]
     if args.smoke:
         args.n, rows = 2 * len(model.classes), rows[:2]
     scorer = Scorer()
@@ -88,13 +93,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"   (test digits' diversity {real:.2f})")
     for name, options in rows:
         started = time.perf_counter()
-        images, nfe = counted_sample(model, args.n, **options)
+        images, nfe = counted_sample(model, args.n, seed=args.seed, **options)
         seconds = time.perf_counter() - started
         score = scorer(images)
         features, logits = extract(scorer.extractor, images)
         asked = requested_class_summary(features, logits, labels)
         record = {"name": "conditional", "run": str(args.run), "setting": name, "options": options, "n": args.n,
-                  "seed": SAMPLE_SEED, "sampler": model.config.sample.sampler, "steps": model.config.sample.steps,
+                  "seed": args.seed, "sampler": model.config.sample.sampler, "steps": model.config.sample.steps,
                   "nfe": round(nfe, 2), "requested_accuracy": asked["requested_accuracy"],
                   "diversity": asked["diversity"], "test_diversity": real, **score, "per_class": asked["per_class"],
                   "train_steps": model.checkpoint.step, "sample_s": round(seconds, 1), "machine": machine("cpu"),
@@ -105,7 +110,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.results:
             append_result(record, Path(args.results))
         if args.samples:
-            path = Path(args.samples) / f"cond-{name.replace(' ', '_').replace('=', '').replace(',', '')}.npz"
+            tag = "".join(c if c.isalnum() or c in ".-" else "_" for c in name.replace("=", ""))
+            path = Path(args.samples) / f"cond-{tag}{'' if args.seed == SAMPLE_SEED else f'-seed{args.seed}'}.npz"
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path, images=images.permute(0, 2, 3, 1).numpy(), labels=labels.astype(np.uint8))
     print(json.dumps({"best_requested": max(records, key=lambda r: r["requested_accuracy"])["setting"]}))

@@ -69,9 +69,10 @@ COMMON = ["train.lr=4e-3", "train.checkpoint_every=0", "train.sample_every=0", "
 SAMPLE_SEED = 123
 
 
-def counted_sample(model: minidiffusion.Model, n: int, **options) -> tuple[torch.Tensor, float]:
-    """``model.sample(n, seed=123, ...)`` and the network evaluations per image it really made (main and guide
-    networks counted alike, by forward hooks): exact where guidance covers only part of the levels."""
+def counted_sample(model: minidiffusion.Model, n: int, seed: int = SAMPLE_SEED,
+                   **options) -> tuple[torch.Tensor, float]:
+    """``model.sample(n, seed=seed, ...)`` (default 123) and the network evaluations per image it really made (main
+    and guide networks counted alike, by forward hooks): exact where guidance covers only part of the levels."""
     count = [0]
 
     def hook(module, inputs, output):
@@ -80,7 +81,7 @@ def counted_sample(model: minidiffusion.Model, n: int, **options) -> tuple[torch
     nets = [m for m in (model.net, model.guide) if m is not None]
     handles = [m.register_forward_hook(hook) for m in nets]
     try:
-        images = model.sample(n, seed=SAMPLE_SEED, batch_size=500, **options)
+        images = model.sample(n, seed=seed, batch_size=500, **options)
     finally:
         for h in handles:
             h.remove()

@@ -370,11 +370,6 @@ def test_generate_checks_the_labels(run):
     assert no_class.shape == (2, 1, 8, 8)  # index 3, "no class": the unconditional model
 
 
-def test_diffusers_conversion_refuses_a_conditional_checkpoint_in_one_line(run, tmp_path, capsys):
-    err = one_line_error(capsys, ["convert", "--to-diffusers", str(run), "--out", str(tmp_path / "d")])
-    assert "a class-conditional checkpoint (3 classes)" in err and not (tmp_path / "d").exists()
-
-
 def test_evaluate_scores_a_conditional_run_by_the_class_asked_for(tmp_path, capsys):
     """evaluate --checkpoint on a conditional MNIST run draws every class in turn and reports, besides the usual
     metrics, the share of samples that are the digit asked for and each digit's scores, FID against its own test

@@ -397,3 +397,35 @@ def _euler_from_noise(model, noise: torch.Tensor) -> torch.Tensor:
     sigmas = objective.sigmas(sample.steps, sample)
     x = objective.prior(noise, float(sigmas[0]))
     return SAMPLERS["euler"].fn(objective.denoiser(model.net), x, sigmas)
+
+
+@needs_diffusers
+def test_a_conditional_checkpoint_converts_both_ways_with_its_class_embedding(tmp_path):
+    """A class-conditional network is diffusers' UNet2DModel with num_class_embeds (the classes and our "no class",
+    last): the same outputs for every class, to float32, and the class names back on the way home."""
+    from diffusers import UNet2DModel
+
+    from minidiffusion.checkpoint import data_record
+
+    cfg, channels, size = interop.config_from_diffusers(TINY, DDPM_SCHEDULER)
+    cfg = cfg.replace(data={"name": "folder", "channels": 1, "image_size": 8, "conditional": True})
+    classes = ("cat", "dog", "eel")
+    net = perturb(build_model(cfg.model, channels, size, len(classes))).eval()
+    state = {f"{prefix}.{k}": v.clone() for prefix in ("model", "ema") for k, v in net.state_dict().items()}
+    path = save_checkpoint(tmp_path / "ckpts", 5, cfg, state, {"data": data_record("folder", 1, 8, classes)})
+    assert main(["convert", "--to-diffusers", str(path), "--out", str(tmp_path / "pipe")]) == 0
+
+    theirs = UNet2DModel.from_pretrained(tmp_path / "pipe" / "unet").eval()
+    assert theirs.config.num_class_embeds == len(classes) + 1
+    x, t = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 10, 500, 999])
+    c = torch.tensor([0, 1, 2, 3])  # 3: "no class"
+    with torch.no_grad():
+        ours = net(x, t, c)
+        torch.testing.assert_close(theirs(x, t, class_labels=c).sample, ours, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(ours[0], net(x, t, torch.tensor([1, 1, 2, 3]))[0])  # the class matters
+
+    assert main(["convert", "--from-diffusers", str(tmp_path / "pipe"), "--out", str(tmp_path / "back")]) == 0
+    back = minidiffusion.load(tmp_path / "back")
+    assert back.classes == classes
+    with torch.no_grad():
+        torch.testing.assert_close(back.net(x, t, c), ours, rtol=1e-5, atol=1e-5)

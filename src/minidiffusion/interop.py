@@ -71,7 +71,7 @@ FIXED: dict[str, Any] = {
     "center_input_sample": False, "time_embedding_type": "positional", "freq_shift": 1, "flip_sin_to_cos": False,
     "mid_block_type": "UNetMidBlock2D", "mid_block_scale_factor": 1, "downsample_padding": 0,
     "downsample_type": "conv", "upsample_type": "conv", "act_fn": "silu", "norm_eps": 1e-6,
-    "resnet_time_scale_shift": "default", "add_attention": True, "class_embed_type": None, "num_class_embeds": None,
+    "resnet_time_scale_shift": "default", "add_attention": True, "class_embed_type": None,
 }
 VARIANCE_TO_OURS = {"fixed_large": "large", "fixed_large_log": "large", "fixed_small": "small",
                     "fixed_small_log": "small"}
@@ -144,6 +144,9 @@ def model_from_diffusers(unet: dict[str, Any]) -> tuple[dict[str, Any], int, int
             raise UserError(f"diffusers config: attention_head_dim={head_dim} gives a different number of heads "
                             f"for attention widths {attention_widths}; minidiffusion uses one head count throughout")
         num_heads = heads.pop()
+    n_embeds = c["num_class_embeds"]
+    if n_embeds is not None and (not isinstance(n_embeds, int) or n_embeds < 2):
+        raise UserError(f"diffusers config: num_class_embeds={n_embeds!r}: need the classes plus one 'no class' entry")
     model = {"variant": "ddpm", "base_channels": base, "channel_mults": [w // base for w in widths],
              "num_res_blocks": c["layers_per_block"],
              "attention_resolutions": [size // 2**i for i in attn_levels], "num_heads": num_heads,
@@ -187,7 +190,21 @@ def config_from_diffusers(unet: dict[str, Any], scheduler: dict[str, Any] | None
         data = {"name": "mnist"}
     else:
         data = {"name": "folder", "channels": channels, "image_size": size}
+    if classes_from_diffusers(unet):
+        data["conditional"] = True
     return Config().replace(model=model, diffusion=diffusion, sample=sample, data=data), channels, size
+
+
+def classes_from_diffusers(unet: dict[str, Any]) -> tuple[str, ...]:
+    """The class names of a UNet2DModel with num_class_embeds (ours write them as "_class_names"; otherwise the
+    classes are named by their index); () without a class embedding. Its last entry is our "no class"."""
+    n = unet.get("num_class_embeds")
+    if not n:
+        return ()
+    names = unet.get("_class_names")
+    if not (isinstance(names, list) and len(names) == n - 1 and all(isinstance(x, str) for x in names)):
+        names = [str(k) for k in range(n - 1)]
+    return tuple(names)
 
 
 CONVERTIBLE = "the ddpm-variant presets: mnist, mnist-flow, cifar10, cifar10-flow"
@@ -235,8 +252,10 @@ def scheduler_to_diffusers(cfg: Config) -> dict[str, Any]:
     return SCHEDULERS[objective](cfg)
 
 
-def config_to_diffusers(cfg: Config, channels: int, image_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(UNet2DModel config, scheduler config) for our config and image shape. Every key is written out."""
+def config_to_diffusers(cfg: Config, channels: int, image_size: int,
+                        classes: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(UNet2DModel config, scheduler config) for our config and image shape (and a conditional network's class
+    names: ``num_class_embeds`` = classes + "no class", the names kept as "_class_names"). Every key is written."""
     m = cfg.model
     scheduler = scheduler_to_diffusers(cfg)
     if m.variant != "ddpm":
@@ -263,7 +282,9 @@ def config_to_diffusers(cfg: Config, channels: int, image_size: int) -> tuple[di
             "out_channels": channels, "block_out_channels": widths, "layers_per_block": m.num_res_blocks,
             "down_block_types": down, "up_block_types": up, "attention_head_dim": head_dim,
             "dropout": m.dropout, "norm_num_groups": 32, "attn_norm_num_groups": None, "time_embedding_dim": None,
-            "num_train_timesteps": None, **FIXED}
+            "num_train_timesteps": None, **FIXED, "num_class_embeds": len(classes) + 1 if classes else None}
+    if classes:
+        unet["_class_names"] = list(classes)
     return unet, scheduler
 
 
@@ -304,7 +325,8 @@ def diffusers_names(net: UNet) -> dict[str, str]:
         "conv_in": ("conv_in", {}), "time_embed.mlp.0": ("time_embedding.linear_1", {}),
         "time_embed.mlp.2": ("time_embedding.linear_2", {}), "norm_out": ("conv_norm_out", {}),
         "conv_out": ("conv_out", {}), "mid.0": ("mid_block.resnets.0", _RESBLOCK),
-        "mid.1": ("mid_block.attentions.0", _ATTENTION), "mid.2": ("mid_block.resnets.1", _RESBLOCK)}
+        "mid.1": ("mid_block.attentions.0", _ATTENTION), "mid.2": ("mid_block.resnets.1", _RESBLOCK),
+        "time_embed.class_embed": ("class_embedding", {})}  # a conditional network's (added to the time embedding)
     # Our down/up paths are flat lists of [ResBlock, Attention?] entries and resampling layers; diffusers
     # groups them per level (down_blocks.L.resnets.J, .attentions.J, .downsamplers.0).
     for path, theirs, resample, resampler in (("down", "down_blocks", Downsample, "downsamplers"),
@@ -449,7 +471,8 @@ def from_diffusers(source: str | Path, out_dir: str | Path, *, num_heads: int | 
         log.warning("%s has no attention_head_dim: converted like diffusers runs it, with %d heads of 8 channels; "
                     "weights from the original DDPM code were trained with one head (--num-heads 1)",
                     unet_dir / "config.json", cfg.model.num_heads)
-    net = build_model(cfg.model, channels, size)
+    classes = classes_from_diffusers(unet_cfg)
+    net = build_model(cfg.model, channels, size, len(classes))
     check_groups(net, unet_cfg.get("norm_num_groups", UNET_DEFAULTS["norm_num_groups"]),
                  unet_cfg.get("attn_norm_num_groups"))
     state = state_dict_from_diffusers(net, load_diffusers_weights(unet_dir))
@@ -457,7 +480,7 @@ def from_diffusers(source: str | Path, out_dir: str | Path, *, num_heads: int | 
     # Both the weights and their EMA are the converted tensors; no optimizer state: a normal step-0 checkpoint.
     net.load_state_dict(state)
     tensors = pack({"model": net, "ema": copy.deepcopy(net)})  # safetensors refuses shared storage
-    meta = {"data": data_record(cfg.data.name, channels, size),
+    meta = {"data": data_record(cfg.data.name, channels, size, classes),
             "source": {"diffusers": str(source), "unet_config": unet_cfg, "scheduler_config": scheduler_cfg,
                        "num_heads": num_heads}}
     path = save_checkpoint(out / "checkpoints", 0, cfg, tensors, meta)
@@ -473,11 +496,8 @@ def to_diffusers(checkpoint: str | Path, out_dir: str | Path, *, ema: bool = Tru
     from .sampling import load_model
 
     net, ckpt = load_model(checkpoint, ema=ema)
-    if ckpt.classes:
-        raise UserError(f"{ckpt.path}: a class-conditional checkpoint ({len(ckpt.classes)} classes); converting its "
-                        f"class embedding to diffusers' num_class_embeds is not supported yet")
     channels, size, _ = ckpt.image_shape
-    unet_cfg, scheduler_cfg = config_to_diffusers(ckpt.config, channels, size)
+    unet_cfg, scheduler_cfg = config_to_diffusers(ckpt.config, channels, size, ckpt.classes)
     check_groups(net, unet_cfg["norm_num_groups"])
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
