@@ -392,3 +392,24 @@ def test_evaluate_scores_a_conditional_run_by_the_class_asked_for(tmp_path, caps
     assert result["requested_accuracy"] == pytest.approx(np.mean([c["requested_accuracy"] for c in per_class.values()]))
     assert all(c["fid"] > 0 and c["diversity"] >= 0 for c in per_class.values())
     assert result["diversity"] == pytest.approx(np.mean([c["diversity"] for c in per_class.values()]))
+
+
+def test_snapshots_and_videos_of_a_conditional_run_have_a_row_per_class(run, tmp_path, monkeypatch):
+    """The denoising frames lay out the classes' consecutive runs one per row, as the run's PNG grids do."""
+    import minidiffusion.visualize as visualize
+    from minidiffusion.cli import main
+
+    made = []
+    real = visualize.DenoisingRecorder
+
+    def recorder(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(visualize, "DenoisingRecorder", recorder)
+    assert main(["sample", "--checkpoint", str(run), "--num-images", "6", "--batch-size", "6", "--snapshots", "1,0",
+                 "--no-progress", "--out", str(tmp_path / "snap.png")]) == 0
+    (rec,) = made
+    assert rec.nrow == 2  # 3 classes x 2 images
+    frame = rec.frames[0]  # (H, W, C): 3 rows of 2 images of 8 px, 2 px apart
+    assert frame.shape[:2] == (3 * 10 + 2, 2 * 10 + 2)

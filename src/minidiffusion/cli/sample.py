@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+import torch
+
 from ..errors import UserError
 from .common import add_sampling_options, add_set, sections
 
@@ -83,8 +85,10 @@ def run(args: argparse.Namespace) -> int:
             check_video_path(args.video)  # a bad extension or a missing extra fails before sampling, not after
         if args.snapshots:
             wanted = objective.parse_levels(args.snapshots)
+        # a conditional run's classes come in consecutive runs: a grid row per class, as in its PNG grids
+        nrow = None if labels is None else int(torch.unique_consecutive(labels, return_counts=True)[1].max())
         recorder = DenoisingRecorder(every=args.every, with_x0=args.with_x0, record_x0=bool(args.snapshots)
-                                     and not args.no_x0, label=objective.label)
+                                     and not args.no_x0, nrow=nrow, label=objective.label)
     options = Options(channels_last=ckpt.config.train.channels_last, callback=recorder, progress=not args.no_progress)
     images = generate_sharded(net, objective, sample, args.n, seed=args.seed, shape=ckpt.image_shape, device=device,
                               world=world, guide=guide, labels=labels, options=options)
