@@ -413,3 +413,19 @@ def test_kill_9_of_the_launcher_frees_the_run_for_resume(runs, tmp_path):
     done = run_group([*command, "--resume", "--set", f"train.steps={reached + 3}"], env=env, timeout=180)
     assert done.returncode == 0, done.stderr
     assert load_checkpoint(out).step == reached + 3
+
+
+def test_only_rank_0_prints_warnings(tmp_path):
+    """With --workers 2 a folder's "skipped 1 unreadable image" printed once per rank; now rank 0 speaks for all."""
+    make_folder(tmp_path / "imgs")
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"not a png")
+    argv = ["visualize", "data", "--dataset", "folder", "--set", f"data.root={tmp_path / 'imgs'}", "--set",
+            "data.image_size=8", "--n", "2", "--out", str(tmp_path / "grid.png")]
+    code = f"import sys; from minidiffusion.cli import main; sys.exit(main({argv!r}))"
+    outputs = {}
+    for rank in ("0", "1"):
+        env = {**os.environ, "RANK": rank, "MINIDIFFUSION_OFFLINE": "1"}
+        outputs[rank] = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                       timeout=120).stderr
+    assert "skipped 1 unreadable image" in outputs["0"]
+    assert "skipped" not in outputs["1"]

@@ -32,8 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("MINIDIFFUSION_DEBUG") == "1"
-    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for all; the others warn only
-    logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING, format="%(message)s", stream=sys.stderr)
+    # Under torchrun (and train --workers) rank 0 speaks for all: every rank meets the same data and the same steps,
+    # so the others' warnings would only repeat its lines ("skipped 1 unreadable image" once per rank); their errors
+    # still print, as one line each.
+    main_rank = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(level=logging.INFO if main_rank else logging.ERROR, format="%(message)s", stream=sys.stderr)
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv  # what `train --workers` runs again in each worker
