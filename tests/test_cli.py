@@ -168,3 +168,26 @@ def test_a_gpu_index_is_checked_against_the_visible_ones(monkeypatch):
     with pytest.raises(UserError, match=r"train.device=cuda:2 but PyTorch sees 2 GPU\(s\), cuda:0 .. cuda:1"):
         resolve_device("cuda:2")
     assert load_config("quick", ["train.device=cuda:1"]).train.device == "cuda:1"
+
+
+def test_train_data_dir_takes_the_size_and_colour_the_images_share(tmp_path, capsys):
+    """`train --data DIR`: your own images in one flag; their common square size and colour become the config's, a
+    folder of mixed sizes asks for data.image_size in one line, and what the command line sets wins."""
+    from PIL import Image
+
+    for name, mode, size in (("rgb", "RGB", 24), ("grey", "L", 16)):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.new(mode, (size, size), 60 * i).save(tmp_path / name / f"{i}.png")
+    assert main(["train", "--data", str(tmp_path / "rgb"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert 'name = "folder"' in out and "image_size = 24" in out and "image shape: 3x24x24" in out
+    assert main(["train", "--data", str(tmp_path / "grey"), "--dry-run"]) == 0
+    assert "image shape: 1x16x16" in capsys.readouterr().out
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "rgb" / "wide.png")
+    assert main(["train", "--data", str(tmp_path / "rgb"), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not all one square size" in err and "--set data.image_size=32" in err
+    assert main(["train", "--data", str(tmp_path / "rgb"), "--set", "data.image_size=16", "--dry-run"]) == 0
+    assert "image shape: 3x16x16" in capsys.readouterr().out

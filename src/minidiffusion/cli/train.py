@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from ..errors import UserError
@@ -18,6 +19,11 @@ def register(subparsers, formatter_class) -> None:
                               description="Train a diffusion model; writes config.toml, metrics.jsonl, samples/ and "
                                           "checkpoints/ to --out.")
     add_config_args(p)
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="train on your own images: a folder of them (searched recursively; with class subfolders, "
+                        "--set data.conditional=true makes the run class-conditional); the image size and colour are "
+                        "the images' own when they all share one, else set data.image_size. Default config: "
+                        "folder-small")
     p.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest complete checkpoint in --out, with the run's own config.toml "
@@ -40,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if args.config is None and own is not None and not own.is_file() and (own.parent / "checkpoints").is_dir():
         raise UserError(f"--resume: {own} is missing, so the run's config is unknown: pass the config it was trained "
                         f"with (--config FILE; its newest checkpoint's JSON holds it under \"config\")")
+    if args.data is not None:
+        args.config = args.config or "folder-small"
+        args.set = [*_folder_overrides(Path(args.data), args.set), *args.set]
     if args.config is None:  # --resume continues the run's own config; otherwise the quick preset
         args.config = own if own is not None and own.is_file() else "quick"
     cfg = load_config(args.config, args.set, saved=own is not None and args.config == own)
@@ -65,3 +74,18 @@ def run(args: argparse.Namespace) -> int:
 
     train(cfg, out, resume=args.resume, progress=not args.no_progress, allow_changes=args.allow_changes)
     return 0
+
+
+def _folder_overrides(root: Path, overrides: list[str]) -> list[str]:
+    """``--data DIR`` as config keys: a folder dataset at DIR, at the size and colour its images share (unless the
+    command line sets them)."""
+    from ..data.folder import common_shape, scan
+
+    given = {text.split("=", 1)[0].strip() for text in overrides}
+    keys = ["data.name=folder", f"data.root={json.dumps(str(root))}"]
+    if "data.image_size" not in given:
+        side, channels = common_shape(root, scan(root))
+        keys.append(f"data.image_size={side}")
+        if "data.channels" not in given:
+            keys.append(f"data.channels={channels}")
+    return keys

@@ -82,6 +82,25 @@ def class_folders(root: Path, paths: Sequence[Path]) -> tuple[tuple[str, ...], t
     return classes, torch.tensor([index[f] for f in firsts], dtype=torch.int64)
 
 
+def common_shape(root: Path, paths: Sequence[Path], limit: int = 256) -> tuple[int, int]:
+    """(side, channels) shared by a folder's images (the first ``limit`` of them, headers only): the training size and
+    colour when nothing says otherwise. Images of several sizes, or not square, are one line asking for
+    data.image_size."""
+    sizes, grey = {}, True
+    for path in paths[:limit]:
+        try:
+            with Image.open(path) as im:
+                sizes.setdefault(im.size, path)
+                grey = grey and im.mode in ("1", "L", "LA", "I", "I;16", "F")
+        except Exception:  # noqa: BLE001 -- an unreadable file is skipped when training, and here
+            continue
+    if len(sizes) == 1 and (size := next(iter(sizes)))[0] == size[1]:
+        return size[0], 1 if grey else 3
+    examples = ", ".join(f"{w}x{h} ({p.relative_to(root)})" for (w, h), p in list(sizes.items())[:3]) or "none readable"
+    raise UserError(f"{root}: the images are not all one square size ({examples}): choose the size they are trained "
+                    f"at, e.g. --set data.image_size=32 (each is scaled and center-cropped to it)")
+
+
 def decode_image(path: Path, image_size: int, channels: int) -> torch.Tensor:
     """One image file -> uint8 (C, S, S): converted to grey or RGB, shorter side scaled to S, center-cropped."""
     mode = "L" if channels == 1 else "RGB"
