@@ -364,11 +364,12 @@ def _train(cfg: Config, out: Path, world: distributed.World, device: str, resume
         out_of_time = clock.passed(cfg.train.time_limit, state.step)
         last = state.step == total or out_of_time
         log_now = state.step % cfg.train.log_every == 0 or last
-        if log_now or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
+        checkpoint_now = last or bool(cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0)
+        if log_now or checkpoint_now:
             _settle(window, state, cfg, world, logger)  # the one read of the steps' skip flags since the last
         if log_now and window.count:
             _log_line(state.step, lr, window, clock, world, logger, bar)
-        if last or (cfg.train.checkpoint_every and state.step % cfg.train.checkpoint_every == 0):
+        if checkpoint_now:
             state.last_checkpoint = _save(cfg, out, step_fn, guide, data, state, world)  # before any picture
         if last or (cfg.train.sample_every and state.step % cfg.train.sample_every == 0):
             _draw_grid(cfg, out, step_fn.ema, guide, data, device, world, logger, state.step, bar if last else None)
@@ -614,14 +615,13 @@ class _Window:
 
     def __init__(self, device: str):
         self.device = device
-        self.pending: list[tuple[int, torch.Tensor]] = []  # (step, nonfinite) not read yet
+        self.pending: list[tuple[int, int, torch.Tensor]] = []  # (step, images, nonfinite) not read yet
         self.reset()
 
     def reset(self) -> None:
         self.sums = torch.zeros(4, device=self.device, dtype=torch.float64)
         self.counts = torch.zeros(4, device=self.device, dtype=torch.float64)
         self.images = 0  # in the steps taken, known once settled
-        self._unsettled_images = 0
 
     @property
     def count(self) -> int:
@@ -634,18 +634,16 @@ class _Window:
         taken = (~nonfinite).double()
         self.sums.index_add_(0, quartile, torch.where(nonfinite, 0.0, losses.double()))
         self.counts.index_add_(0, quartile, taken.expand(len(losses)))
-        self.pending.append((step, nonfinite))
-        self._unsettled_images += len(losses)
+        self.pending.append((step, len(losses), nonfinite))
 
     def settle(self) -> list[tuple[int, bool]]:
         """(step, whether it was skipped) for every step added since the last call, in order: one read."""
         if not self.pending:
             return []
-        flags = torch.stack([flag for _, flag in self.pending]).tolist()
-        settled = [(step, bool(flag)) for (step, _), flag in zip(self.pending, flags)]
-        per_step = self._unsettled_images // len(self.pending)
-        self.images += per_step * sum(not flag for _, flag in settled)
-        self.pending, self._unsettled_images = [], 0
+        flags = torch.stack([flag for *_, flag in self.pending]).tolist()
+        self.images += sum(images for (_, images, _), skipped in zip(self.pending, flags) if not skipped)
+        settled = [(step, bool(skipped)) for (step, *_), skipped in zip(self.pending, flags)]
+        self.pending = []
         return settled
 
     def summary(self, world: distributed.World | None = None) -> dict:

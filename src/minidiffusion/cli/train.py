@@ -79,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
 def _folder_overrides(root: Path, overrides: list[str]) -> list[str]:
     """``--data DIR`` as config keys: a folder dataset at DIR, at the size and colour its images share (unless the
     command line sets them)."""
+    from ..config import parse_override
     from ..data.folder import common_shape, scan
 
-    given = {text.split("=", 1)[0].strip() for text in overrides}
+    given = {f"{section}.{key}" for section, key, _ in map(parse_override, overrides)}
     keys = ["data.name=folder", f"data.root={json.dumps(str(root))}"]
     if "data.image_size" not in given:
         side, channels = common_shape(root, scan(root))
