@@ -75,7 +75,7 @@ def test_dropout_only_in_training():
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_builds(name):
     cfg = load_config(name)
-    channels, size = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}[cfg.data.name]
+    channels, size = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32), "folder": (3, 0)}[cfg.data.name]
     size = cfg.data.image_size or size
     assert count_parameters(build_model(cfg.model, channels, size)) > 0
 
