@@ -99,6 +99,7 @@ def run_gpu_smoke(tmp_path, *steps):
     return done.stdout
 
 
+@pytest.mark.slow  # 25 s; .ci/run runs it after the default selection
 def test_gpu_script_smoke_train_and_sample(tmp_path):
     """The GPU script's cifar10 steps on the CPU (compile by the eager backend): every option it passes exists."""
     pytest.importorskip("diffusers")
