@@ -55,14 +55,23 @@ RECIPES: dict[str, tuple[list[str], list[str]]] = {
     "flow": (["diffusion.objective=flow", "diffusion.min_snr_gamma=0", "sample.sampler=heun", "sample.steps=25",
               "diffusion.logit_mean=0", f"sample.guide_step={GUIDE_STEP}"],
              ["heun:25:1", "heun:25:1.5", "heun:25:2"]),  # the quick preset 2026-12-02 to 12-03
-    # the anchor, unguided and guided alike: its own DDPMScheduler loop as its users run it, our DDIM and DPM-Solver++
-    # (step for step diffusers' DDIMScheduler and DPMSolverMultistepScheduler on the same 'linspace' timesteps), and
-    # those guided by its own EMA after GUIDE_STEP through the same guided denoiser as ours
-    "diffusers": ([], ["diffusers-ddpm:50:1", "ddim:50:1", "dpmpp:50:1", "ddim:50:2:0.33-4", "dpmpp:50:2:0.33-4"]),
+    # the anchor, unguided and guided alike: diffusers' own loops as its users run them (DIFFUSERS_SAMPLERS), and
+    # guided by its own EMA after GUIDE_STEP through the same guided denoiser as ours, with our ancestral DDPM and
+    # DPM-Solver++ (step for step diffusers' DDPMScheduler and DPMSolverMultistepScheduler on 'linspace' timesteps)
+    "diffusers": ([], ["diffusers-ddpm:50:1", "diffusers-ddim:50:1", "diffusers-dpmpp:50:1", "diffusers-sde-dpmpp:50:1",
+                       "ddpm:50:2:0.33-4", "dpmpp:50:2:0.33-4"]),
 }
 # the scoring each recipe is plotted with: its sampler at its guidance (guidance above this trades class entropy)
-HEADLINE = {"eps-minsnr": "ddpm:50:2", "eps-lognormal": "ddpm:50:2", "edm": "heun:18:2", "flow": "heun:25:2:0.33-4",
-            "diffusers": "diffusers-ddpm:50:1"}
+HEADLINE = {"eps-minsnr": "ddpm:50:2", "eps-lognormal": "ddpm:50:2", "edm": "heun:18:2", "flow": "heun:25:2:0.33-4"}
+# the fair comparison with the anchor (--plot-fair): unguided against unguided and guided against guided, one protocol
+# (seeded initial weights, the same data order, schedule and step, each side's own EMA after GUIDE_STEP as its guide),
+# each side with the sampler that scored best for it: (label, tag, scoring)
+FAIR = [
+    ("ours (flow), DPM-Solver++ 15: 15 calls", "flow-fair", "dpmpp:15:1"),
+    ("diffusers, DDPMScheduler 50: 50 calls", "diffusers-lr4e-3", "diffusers-ddpm:50:1"),
+    ("ours, guided w = 2, DPM-Solver++ 15: 23 calls", "flow-fair", "dpmpp:15:2:0.33-4"),
+    ("diffusers, guided w = 2, ancestral DDPM 50: 71 calls", "diffusers-lr4e-3", "ddpm:50:2:0.33-4"),
+]
 # every recipe's rows were measured at lr 4e-3 (the quick preset's until 2026-12-04)
 COMMON = ["train.lr=4e-3", "train.checkpoint_every=0", "train.sample_every=0", "train.log_every=50",
           "train.device=cpu"]
@@ -142,7 +151,8 @@ def train_diffusers(steps: int, seed: int, out: Path, extra: list[str]):
     diffusers' training example, by the loop's own parts: the same batch order, timesteps and noise draws per step
     as our ddpm recipe (``training.draw_batch``), the same learning-rate schedule, and the library's own step (clipping,
     AdamW, EMA: ``common.TrainStep``). Its initial weights come from the seed alone (built right after seeding).
-    Returns (a ``minidiffusion.Model`` of the EMA network with its EMA after GUIDE_STEP as guide; img/s)."""
+    Returns (a ``minidiffusion.Model`` of the EMA network with its EMA after GUIDE_STEP as guide; img/s). Both
+    networks are kept in ``out/anchor.pt``, which a later call with the same config loads instead of training."""
     import copy
 
     from common import Settings, TrainStep, build_models
@@ -154,6 +164,15 @@ def train_diffusers(steps: int, seed: int, out: Path, extra: list[str]):
                                                 "diffusion.min_snr_gamma=0"] + extra)  # plain ε-MSE, uniform t
     models, _ = build_models(cfg, ["diffusers"], seed=seed)
     anchor = next(m for m in models if m.label == "diffusers")
+    saved = out / "anchor.pt"
+    if saved.is_file():  # this run trained before with the same config: its EMA and guide, as they were saved
+        record = torch.load(saved, weights_only=True)
+        if record["config"] == cfg.to_dict():
+            guide = None if record["guide"] is None else copy.deepcopy(anchor.net)
+            anchor.net.load_state_dict(record["ema"])
+            if guide is not None:
+                guide.load_state_dict(record["guide"])
+            return minidiffusion.Model(anchor.net.eval(), cfg, (1, 28, 28), guide=guide), record["img_per_s"]
     torch.manual_seed(seed)
     step = TrainStep(anchor.net, cfg, Settings(device="cpu"))
     data = load_dataset(cfg.data, "train")
@@ -166,23 +185,39 @@ def train_diffusers(steps: int, seed: int, out: Path, extra: list[str]):
         if s + 1 == GUIDE_STEP:
             guide = copy.deepcopy(step.ema)
     img_s = steps * cfg.train.batch_size / (time.perf_counter() - started)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": cfg.to_dict(), "ema": step.ema.state_dict(),
+                "guide": None if guide is None else guide.state_dict(), "img_per_s": img_s}, saved)
     return minidiffusion.Model(step.ema.eval(), cfg, (1, 28, 28), guide=guide), img_s
 
 
-def sample_diffusers(net, n: int, steps: int, device: str = "cpu") -> torch.Tensor:
-    """DDPMScheduler's own 50-step loop (its default 'leading' spacing, fixed_small variance), per-image seeds; uint8
-    (n, 1, 28, 28) on the CPU."""
-    from diffusers import DDPMScheduler
+# diffusers' own sampling loops for the anchor, as its users run them: DDPMScheduler as DDPMPipeline configures it
+# ('leading' spacing, fixed_small variance, x0 clipped), and its deterministic and stochastic solvers on 'trailing'
+# timesteps (the spacing diffusers recommends for few steps)
+DIFFUSERS_SAMPLERS = {
+    "diffusers-ddpm": ("DDPMScheduler", {"clip_sample": True}),
+    "diffusers-ddim": ("DDIMScheduler", {"clip_sample": True, "timestep_spacing": "trailing"}),
+    "diffusers-dpmpp": ("DPMSolverMultistepScheduler", {"timestep_spacing": "trailing"}),
+    "diffusers-sde-dpmpp": ("DPMSolverMultistepScheduler", {"timestep_spacing": "trailing",
+                                                            "algorithm_type": "sde-dpmsolver++"}),
+}
+
+
+def sample_diffusers(net, n: int, steps: int, sampler: str = "diffusers-ddpm", device: str = "cpu") -> torch.Tensor:
+    """``DIFFUSERS_SAMPLERS[sampler]``'s own loop of ``steps`` steps on the linear β schedule, the initial noise from
+    per-image seeds (as ours); uint8 (n, 1, 28, 28) on the CPU."""
+    import diffusers
 
     from minidiffusion.diffusion import image_generators, image_seeds
     from minidiffusion.diffusion.samplers import randn
     from minidiffusion.images import to_pixels
 
+    name, options = DIFFUSERS_SAMPLERS[sampler]
     out = []
     for start in range(0, n, 500):
         count = min(500, n - start)
         gens = image_generators(image_seeds(SAMPLE_SEED, start, count))
-        scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
+        scheduler = getattr(diffusers, name)(num_train_timesteps=1000, beta_schedule="linear", **options)
         scheduler.set_timesteps(steps)
         x = randn((count, 1, 28, 28), gens, "cpu").to(device)
         with torch.no_grad():
@@ -209,8 +244,8 @@ def run_one(recipe: str, steps: int, seed: int, args, scorer: Scorer) -> list[di
         sampler_steps, guidance = int(sampler_steps), float(guidance)
         interval = [float(v) for v in interval[0].split("-")] if interval else []
         t0 = time.perf_counter()
-        if sampler == "diffusers-ddpm":
-            images, nfe = sample_diffusers(model.net, args.n, sampler_steps), sampler_steps
+        if sampler in DIFFUSERS_SAMPLERS:
+            images, nfe = sample_diffusers(model.net, args.n, sampler_steps, sampler), sampler_steps
         else:
             images, nfe = counted_sample(model, args.n, sampler=sampler, steps=sampler_steps, guidance=guidance,
                                          guide_interval=interval)
@@ -243,29 +278,28 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(records: list[dict], path: str) -> None:
-    """Confident fraction and classifier FID against training steps, one line per recipe, each at its HEADLINE
-    scoring (seed 0)."""
+def _rows(records: list[dict], tag: str, spec: str) -> dict[int, dict]:
+    """Seed-0 records of ``tag`` at scoring ``spec`` ("sampler:steps:guidance[:lo-hi]"), by training steps."""
+    sampler, steps, guidance, *interval = spec.split(":")
+    interval = [float(v) for v in interval[0].split("-")] if interval else []
+    return {r["train_steps"]: r for r in records
+            if r.get("tag", r["recipe"]) == tag and r["seed"] == 0 and r["sampler"] == sampler
+            and r["sampler_steps"] == int(steps) and r["guidance"] == float(guidance)
+            and r.get("guide_interval", []) == interval}
+
+
+def _draw(lines: list[tuple[str, dict[int, dict], dict]], title: str, path: str) -> None:
+    """Confident fraction and classifier FID against training steps: (label, rows by steps, line style) each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for recipe, spec in HEADLINE.items():
-        sampler, steps, guidance, *interval = spec.split(":")
-        interval = [float(v) for v in interval[0].split("-")] if interval else []
-        rows = {r["train_steps"]: r for r in records
-                if r.get("tag", r["recipe"]) == recipe and r["seed"] == 0 and r["sampler"] == sampler
-                and r["sampler_steps"] == int(steps) and r["guidance"] == float(guidance)
-                and r.get("guide_interval", []) == interval}
-        if not rows:
-            continue
+    for label, rows, style in lines:
         xs = sorted(rows)
-        within = f" on σ ∈ [{interval[0]:g}, {interval[1]:g}]" if interval else ""
-        label = f"{recipe} ({sampler} {steps}{', w = ' + guidance if float(guidance) != 1 else ''}{within})"
-        axes[0].plot(xs, [rows[x]["confident"] for x in xs], marker="o", label=label)
-        axes[1].plot(xs, [rows[x]["fid_classifier"] for x in xs], marker="o", label=label)
+        axes[0].plot(xs, [rows[x]["confident"] for x in xs], marker="o", label=label, **style)
+        axes[1].plot(xs, [rows[x]["fid_classifier"] for x in xs], marker="o", label=label, **style)
     for ax, label in zip(axes, ("confident fraction (1,000 samples)", "classifier FID (lower is better)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("training steps (batch 64)")
@@ -273,9 +307,30 @@ def plot(records: list[dict], path: str) -> None:
         ax.grid(alpha=0.3)
     axes[1].set_yscale("log")
     axes[0].legend(fontsize=8)
-    fig.suptitle("quick network (0.51M), CPU: quality per training step")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def plot(records: list[dict], path: str) -> None:
+    """Our recipes, one line per recipe, each at its HEADLINE scoring (seed 0)."""
+    lines = []
+    for recipe, spec in HEADLINE.items():
+        rows = _rows(records, recipe, spec)
+        if rows:
+            sampler, steps, guidance, *interval = spec.split(":")
+            within = f" on σ ∈ [{interval[0].replace('-', ', ')}]" if interval else ""
+            label = f"{recipe} ({sampler} {steps}{', w = ' + guidance if float(guidance) != 1 else ''}{within})"
+            lines.append((label, rows, {}))
+    _draw(lines, "quick network (0.51M), CPU: quality per training step, our recipes", path)
+
+
+def plot_fair(records: list[dict], path: str) -> None:
+    """``FAIR``: ours against diffusers' UNet2DModel, unguided (solid) and guided (dashed)."""
+    lines = [(label, rows, {"color": "C0" if tag.startswith("flow") else "C3",
+                            "linestyle": "--" if "guided" in label else "-"})
+             for label, tag, spec in FAIR if (rows := _rows(records, tag, spec))]
+    _draw(lines, "quick-sized networks (0.50-0.51M), CPU, one protocol: ours against diffusers", path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -292,7 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="/tmp/frontier", help="run directories go here")
     parser.add_argument("--samples", default=None, help="keep each scoring's images here as .npz")
     parser.add_argument("--results", default=str(BENCH / "results.jsonl"))
-    parser.add_argument("--plot", default=None, help="draw the plot of every frontier record in --results here")
+    parser.add_argument("--plot", default=None, help="draw our recipes' frontier records in --results here")
+    parser.add_argument("--plot-fair", default=None, help="draw the comparison with the anchor (FAIR) here")
     parser.add_argument("--only-plot", action="store_true", help="draw --plot from --results, train nothing")
     args = parser.parse_args(argv)
     recipes = [r for r in args.recipes.split(",") if r]
@@ -314,9 +370,13 @@ def main(argv: list[str] | None = None) -> None:
                                                                  "fid_classifier", "entropy_bits", "img_per_s")}),
                               flush=True)
         print(table(records))
-    if args.plot:
+    if args.plot or args.plot_fair:
         everything = [json.loads(line) for line in Path(args.results).read_text().splitlines() if line.strip()]
-        plot([r for r in everything if r.get("name") == "frontier"], args.plot)
+        frontier = [r for r in everything if r.get("name") == "frontier"]
+        if args.plot:
+            plot(frontier, args.plot)
+        if args.plot_fair:
+            plot_fair(frontier, args.plot_fair)
 
 
 if __name__ == "__main__":

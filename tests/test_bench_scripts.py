@@ -82,6 +82,20 @@ def test_frontier_smoke(tmp_path):
     assert (record["recipe"], record["train_steps"], record["n"]) == ("flow", 2, 8)
 
 
+def test_frontier_anchor_smoke(tmp_path):
+    """The anchor through diffusers' own loops and through ours; a second call reuses the trained networks."""
+    pytest.importorskip("diffusers")
+    results = tmp_path / "r.jsonl"
+    argv = ["--recipes", "diffusers", "--budgets", "2", "--n", "4", "--scorings",
+            "diffusers-ddim:2:1,diffusers-sde-dpmpp:2:1,ddpm:2:1", "--out", str(tmp_path / "runs"),
+            "--results", str(results)]
+    frontier.main(argv)
+    assert (tmp_path / "runs/diffusers-2-s0/anchor.pt").is_file()
+    frontier.main(argv)
+    first, second = [r for r in records(results) if r["sampler"] == "diffusers-ddim"]
+    assert first["fid_classifier"] == second["fid_classifier"]  # the same network, the same seeds
+
+
 def test_quick_sweep_smoke(tmp_path):
     results = tmp_path / "r.jsonl"
     variant = next(iter(quick_sweep.VARIANTS))
