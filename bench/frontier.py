@@ -2,7 +2,7 @@
 
     python bench/frontier.py                                      # every recipe at 500/1,000/2,000/4,000 steps
     python bench/frontier.py --recipes edm,flow --budgets 1000 --seeds 0,1
-    python bench/frontier.py --plot docs/frontier.png             # redraw the plot from bench/results.jsonl
+    python bench/frontier.py --only-plot --plot docs/frontier.png --plot-fair docs/frontier_fair.png   # redraw
 
 A recipe is a list of ``--set`` overrides on the `quick` preset (objective, noise-level density, loss weight) plus
 the samplers it is scored with, each at <= 100 network evaluations per image (guidance counts both networks). Every
@@ -13,8 +13,11 @@ of the predicted-class histogram (log2 10 = 3.32 bits for ten equally frequent d
 Steps, not seconds, make the rows comparable on a shared machine; each row also records the training img/s.
 
 The ``diffusers`` recipe is the anchor: ``diffusers.UNet2DModel`` sized to the quick network's parameter count
-(bench/common.py) with ``DDPMScheduler``'s training noise and its own 50-step DDPM sampling, trained by the same
-loop (same data order, batch, optimizer, schedule, EMA, clipping).
+(bench/common.py) with ``DDPMScheduler``'s training noise (plain ε-MSE, uniform t), trained by the same loop (same
+data order, batch, optimizer, schedule, EMA, clipping) from initial weights that depend on the seed alone. It is
+scored unguided by diffusers' own 50-step loops (DDPM, DDIM, DPM-Solver++, SDE-DPM-Solver++) and guided by its own
+EMA after GUIDE_STEP, as ours is, through our guided denoiser (``--plot-fair`` draws the comparison; pick its lr
+with ``--set train.lr=...`` and ``--tag``).
 
 One JSON line per scoring goes to ``bench/results.jsonl`` (``name`` "frontier"); ``--samples DIR`` keeps each
 scoring's 1,000 images as ``DIR/RECIPE-STEPS-sSEED-SAMPLER.npz`` (uint8, key ``images``, N x H x W x C).

@@ -82,6 +82,7 @@ SKIPS = {
     r"scripts/test\.sh": "the test suite itself",
     r"--device cuda": "needs a GPU",
     r"^hf download": "needs the network (the Hub)",
+    r"^npm pack": "needs the network (npm)",
     r"ddpm-cifar10-32": "needs google/ddpm-cifar10-32 from the Hub",
     r"runs/cifar10\b": "needs a CIFAR-10 run, and CIFAR-10 downloads",
 }
@@ -164,8 +165,9 @@ def checkout_copy(tmp_path: Path) -> Path:
 
 
 def reader_files(where: Path) -> None:
-    """What the README tells readers to bring: a folder of their own colour pictures (path/to/images), one with a
-    subfolder per class (pets/cat, pets/dog), and a diffusers pipeline folder (path/to/pipeline)."""
+    """What the README tells readers to bring or fetch: a folder of their own colour pictures (path/to/images), one
+    with a subfolder per class (pets/cat, pets/dog), the emoji folder npm unpacks, and a diffusers pipeline folder
+    (path/to/pipeline)."""
     rng = np.random.default_rng(0)
 
     def pictures(folder: Path, n: int, colour: tuple[int, int, int]) -> None:
@@ -177,6 +179,13 @@ def reader_files(where: Path) -> None:
             Image.fromarray(img).save(folder / f"{k:02d}.png")
 
     pictures(where / "path/to/images", 24, (230, 120, 40))
+    emoji = where / "package/img/twitter/64"  # what `npm pack emoji-datasource-twitter` unpacks: RGBA, 64 px
+    emoji.mkdir(parents=True)
+    for k in range(16):
+        img = np.zeros((64, 64, 4), np.uint8)
+        y, x = rng.integers(0, 40, 2)
+        img[y:y + 24, x:x + 24] = (*rng.integers(0, 255, 3), 255)
+        Image.fromarray(img, "RGBA").save(emoji / f"{k:04x}.png")
     pictures(where / "pets/cat", 12, (200, 200, 60))
     pictures(where / "pets/dog", 12, (60, 90, 220))
     import torch
