@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
         started = time.perf_counter()
         net.eval()
         steps = 4 if args.smoke else 50
-        images, nfe, unguided = sample_diffusers(net, args.n, steps, args.device), steps, None
+        images, nfe, unguided = sample_diffusers(net, args.n, steps, device=args.device), steps, None
         sampler = f"DDPMScheduler {steps} steps"
     sample_s = time.perf_counter() - started
     scorer = Scorer()
