@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import pytest
 from minidiffusion.cli import main
 from minidiffusion.config import load_config
 from minidiffusion.errors import UserError
+from minidiffusion.models.unet import build_model, count_parameters
 from tests.helpers import make_folder, tiny_config
 
 
@@ -21,6 +23,29 @@ def test_dry_run_prints_config_and_exact_parameter_count():
     assert code == 0, err
     assert "parameters: 35,746,307" in out.splitlines()
     assert load_config("cifar10").to_toml() in out
+
+
+def test_dry_run_counts_the_class_embedding_of_a_conditional_run(tmp_path):
+    """A conditional network has one learned 4 × base_channels vector per class and one for "no class": the dry run
+    counts the classes the run will see (MNIST's ten; a folder's subfolders, read without decoding an image)."""
+    def count(*args):
+        code, out, err = run_cli("train", *args, "--dry-run")
+        assert code == 0, err
+        line = next(line for line in out.splitlines() if line.startswith("parameters: "))
+        return out, int(line.removeprefix("parameters: ").replace(",", ""))
+
+    out, cond = count("--config", "mnist-cond")
+    model = load_config("mnist-cond").model
+    uncond, base = count_parameters(build_model(model, 1, 28)), model.base_channels
+    assert cond - uncond == (10 + 1) * 4 * base
+    assert "classes: 10 (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in out.splitlines()
+    for name in ("cat", "dog", "owl"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.png").write_bytes(b"not decoded by a dry run")
+    folder = ["--config", "mnist-cond", "--set", "data.name=folder", "--set", f"data.root={json.dumps(str(tmp_path))}",
+              "--set", "data.image_size=28", "--set", "data.channels=1"]
+    out, three = count(*folder)
+    assert three - uncond == (3 + 1) * 4 * base and "classes: 3 (cat, dog, owl)" in out.splitlines()
 
 
 @pytest.mark.parametrize("args, message", [

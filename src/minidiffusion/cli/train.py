@@ -53,13 +53,16 @@ def run(args: argparse.Namespace) -> int:
         args.config = own if own is not None and own.is_file() else "quick"
     cfg = load_config(args.config, args.set, saved=own is not None and args.config == own)
     if args.dry_run:
-        from ..data import image_shape
+        from ..data import class_names, image_shape
         from ..models.unet import build_model, count_parameters
 
         channels, size = image_shape(cfg.data)
+        classes = class_names(cfg.data)
         print(cfg.to_toml())
         print(f"image shape: {channels}x{size}x{size}")
-        print(f"parameters: {count_parameters(build_model(cfg.model, channels, size)):,}")
+        if classes:
+            print(f"classes: {len(classes)} ({', '.join(classes)})")
+        print(f"parameters: {count_parameters(build_model(cfg.model, channels, size, len(classes))):,}")
         return 0
     out = Path(args.out) if args.out else Path("runs") / Path(str(args.config)).stem
     if args.workers > 1 and not launch.is_worker():

@@ -29,7 +29,7 @@ from .registry import DATASETS
 if TYPE_CHECKING:  # config reads the registry below, so the data package must not import config when loaded
     from ..config import DataConfig
 
-__all__ = ["DATASETS", "ImageDataset", "load_dataset", "default_root", "image_shape"]
+__all__ = ["DATASETS", "ImageDataset", "load_dataset", "default_root", "image_shape", "class_names"]
 
 # the loaders of the datasets with fixed files: (root, split) -> (uint8 images (N, C, H, W), int64 labels)
 LOADERS = {"mnist": lambda root, split: load_idx("mnist", root, split),
@@ -154,6 +154,22 @@ def image_shape(cfg: DataConfig) -> tuple[int, int]:
         raise UserError(f"data.channels={cfg.channels} does not apply to {cfg.name}, which has {d.channels}; "
                         f"data.channels is for data.name=folder (leave it at 0)")
     return d.channels, cfg.image_size or d.size
+
+
+def class_names(cfg: DataConfig) -> tuple[str, ...]:
+    """The classes a run on ``cfg`` is conditioned on: () for an unconditional run, the table's names for a named
+    dataset, a folder's subfolders (only their names are read, no image is decoded)."""
+    if not cfg.conditional:
+        return ()
+    if cfg.name != "folder":
+        return DATASETS[cfg.name].classes
+    if not cfg.root:
+        default_root("folder")  # raises the "set data.root" error
+    root = Path(cfg.root).expanduser()
+    found = class_folders(root, scan(root))
+    if found is None:
+        raise UserError(f"data.conditional=true needs one subfolder per class, and {root} is a flat folder")
+    return found[0]
 
 
 def load_dataset(cfg: DataConfig, split: str = "train", *, labelled: bool = False) -> ImageDataset:
