@@ -370,7 +370,7 @@ def test_generate_checks_the_labels(run):
     assert no_class.shape == (2, 1, 8, 8)  # index 3, "no class": the unconditional model
 
 
-def test_evaluate_scores_a_conditional_run_by_the_class_asked_for(tmp_path, capsys):
+def test_evaluate_scores_a_conditional_run_by_the_class_asked_for(tmp_path, capsys, monkeypatch):
     """evaluate --checkpoint on a conditional MNIST run draws every class in turn and reports, besides the usual
     metrics, the share of samples that are the digit asked for and each digit's scores, FID against its own test
     digits included."""
@@ -383,15 +383,34 @@ def test_evaluate_scores_a_conditional_run_by_the_class_asked_for(tmp_path, caps
     cfg = load_config("mnist-cond", ["train.steps=2", "train.checkpoint_every=0", "model.base_channels=8",
                                      "sample.n=10", "sample.steps=2", "train.device=cpu"])
     train(cfg, tmp_path / "run", progress=False)
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--n", "30", "--metrics", "fid",
-                 "--no-progress", "--device", "cpu"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    def evaluate():
+        assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--n", "30", "--metrics", "fid",
+                     "--no-progress", "--device", "cpu", "--stats-dir", str(tmp_path / "stats")]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    result = evaluate()
     per_class = result["per_class"]
     assert list(per_class) == [str(d) for d in range(10)] and all(c["n"] == 3 for c in per_class.values())
     # classes of equal size: the overall share is the mean of the per-class shares
     assert result["requested_accuracy"] == pytest.approx(np.mean([c["requested_accuracy"] for c in per_class.values()]))
     assert all(c["fid"] > 0 and c["diversity"] >= 0 for c in per_class.values())
     assert result["diversity"] == pytest.approx(np.mean([c["diversity"] for c in per_class.values()]))
+    # the reference features by class are cached beside the statistics: a second evaluate extracts no reference
+    cached = sorted(p.name for p in (tmp_path / "stats").iterdir())
+    assert len(cached) == 2 and "-by-class-" in cached[1]
+    with np.load(tmp_path / "stats" / cached[1]) as z:
+        features, labels = z["features"], z["labels"]
+    assert features.shape[0] == len(labels) == 10_000 and np.bincount(labels).tolist()[7] == 1028  # MNIST test 7s
+    import minidiffusion.evaluate
+    import minidiffusion.features
+
+    extracted, real_extract = [], minidiffusion.features.extract
+    for module in (minidiffusion.features, minidiffusion.evaluate):
+        monkeypatch.setattr(module, "extract", lambda *a, **k: extracted.append(k["desc"]) or real_extract(*a, **k))
+    again = evaluate()
+    assert extracted == ["sample features"]
+    assert {k: c["fid"] for k, c in again["per_class"].items()} == {k: c["fid"] for k, c in per_class.items()}
 
 
 def test_snapshots_and_videos_of_a_conditional_run_have_a_row_per_class(run, tmp_path, monkeypatch):

@@ -17,8 +17,9 @@ implementations give:
   per split (torch-fidelity's procedure and seed); returns mean and standard deviation over the splits.
 
 Features come from :mod:`minidiffusion.features`: the project's MNIST classifier (fast, CPU) or the standard FID
-Inception-V3 (weights from a local file). Statistics of a dataset split ("reference statistics") are computed
-once and cached as ``.npz`` next to the data, keyed by everything they depend on.
+Inception-V3 (weights from a local file). Statistics of a dataset split ("reference statistics"), and for FID by
+class the split's features with their labels, are computed once and cached as ``.npz`` next to the data, keyed by
+everything they depend on.
 """
 
 from __future__ import annotations
@@ -304,16 +305,11 @@ def reference_stats(extractor: FeatureExtractor, data: ImageDataset, split: str,
     hash of its weights, and a hash of the images; the file name carries a hash of the key and the file the key
     itself, so any change means a different file (a stale one is recomputed, never used).
     """
-    key = {"format": STATS_FORMAT, "version": STATS_VERSION, "dataset": data.name, "split": split,
-           "resolution": data.image_size, "channels": data.channels, "n": len(data), "extractor": extractor.name,
-           "weights_sha256": extractor.weights_sha256, "data_sha256": data.fingerprint()}
-    key_json = json.dumps(key, sort_keys=True)
-    name = (f"{data.name}-{split}-{data.image_size}px-{extractor.name}-"
-            f"{hashlib.sha256(key_json.encode()).hexdigest()[:12]}.npz")
+    name, key_json = _cache_entry(extractor, data, split)
     for directory in dirs:
-        found = _read_stats(directory / name, key_json)
-        if found is not None:
-            return found
+        z = _read_cached(directory / name, key_json, ("mu", "sigma", "kid_features", "n"))
+        if z is not None:
+            return ReferenceStats(z["mu"], z["sigma"], z["kid_features"], int(z["n"]), directory / name, True)
 
     log.info("computing %s reference statistics of %s %s (%d images, %dpx)", extractor.name, data.name, split,
              len(data), data.image_size)
@@ -323,18 +319,42 @@ def reference_stats(extractor: FeatureExtractor, data: ImageDataset, split: str,
         keep = np.sort(np.random.RandomState(0).choice(len(features), KID_REFERENCE_MAX, replace=False))
         features = features[keep]
     stats = ReferenceStats(mu, sigma, features.astype(np.float32), len(data), None, False)
-    for directory in dirs:
-        try:
-            stats.path = _write_stats(directory / name, stats, key_json)
-            break
-        except OSError as e:
-            log.info("cannot cache statistics in %s (%s)", directory, e.strerror or e)
-    else:
-        log.warning("reference statistics not cached: none of %s is writable", ", ".join(map(str, dirs)))
+    stats.path = _write_cached(dirs, name, key_json, mu=mu, sigma=sigma, kid_features=stats.kid_features,
+                               n=np.array(stats.n))
     return stats
 
 
-def _read_stats(path: Path, key_json: str) -> ReferenceStats | None:
+def reference_class_features(extractor: FeatureExtractor, data: ImageDataset, split: str, dirs: Sequence[Path], *,
+                             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Every image's features (N, D) float32 and its class (N,) int64, of a labelled ``data``, for FID by class:
+    cached like :func:`reference_stats`, in a file of its own whose key adds a hash of the labels."""
+    labels = data.labels.numpy().astype(np.int64)
+    name, key_json = _cache_entry(extractor, data, split, by_class=True,
+                                  labels_sha256=hashlib.sha256(labels.tobytes()).hexdigest())
+    for directory in dirs:
+        z = _read_cached(directory / name, key_json, ("features", "labels"))
+        if z is not None and len(z["labels"]) == len(labels):
+            return z["features"], z["labels"]
+    features, _ = extract(extractor, data.tensor if data.tensor is not None else data, progress=progress,
+                          desc=f"reference {data.name} {split} by class")
+    features = features.astype(np.float32)
+    _write_cached(dirs, name, key_json, features=features, labels=labels)
+    return features, labels
+
+
+def _cache_entry(extractor: FeatureExtractor, data: ImageDataset, split: str, **more) -> tuple[str, str]:
+    """(file name, key as JSON) of ``data``'s cached numbers under ``extractor``; ``more`` joins the key."""
+    key = {"format": STATS_FORMAT, "version": STATS_VERSION, "dataset": data.name, "split": split,
+           "resolution": data.image_size, "channels": data.channels, "n": len(data), "extractor": extractor.name,
+           "weights_sha256": extractor.weights_sha256, "data_sha256": data.fingerprint(), **more}
+    key_json = json.dumps(key, sort_keys=True)
+    kind = "-by-class" if more.get("by_class") else ""
+    return (f"{data.name}-{split}-{data.image_size}px-{extractor.name}{kind}-"
+            f"{hashlib.sha256(key_json.encode()).hexdigest()[:12]}.npz"), key_json
+
+
+def _read_cached(path: Path, key_json: str, names: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """The arrays ``names`` of a cache file written for ``key_json``; None when absent, stale or unreadable."""
     if not path.is_file():
         return None
     try:
@@ -342,20 +362,26 @@ def _read_stats(path: Path, key_json: str) -> ReferenceStats | None:
             if str(z["key"]) != key_json:
                 log.info("%s was computed for other settings; recomputing", path)
                 return None
-            return ReferenceStats(z["mu"], z["sigma"], z["kid_features"], int(z["n"]), path, True)
-    except (OSError, ValueError, KeyError) as e:  # damaged or foreign file: compute afresh
+            return {name: z[name] for name in names}
+    except (OSError, ValueError, KeyError, EOFError) as e:  # damaged or foreign file: compute afresh
         log.warning("ignoring unreadable statistics file %s (%s)", path, e)
         return None
 
 
-def _write_stats(path: Path, stats: ReferenceStats, key_json: str) -> Path:
-    """Write through a temporary file and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_cached(dirs: Sequence[Path], name: str, key_json: str, **arrays: np.ndarray) -> Path | None:
+    """Write ``arrays`` as ``name`` into the first of ``dirs`` that takes it, through a temporary file and a rename
+    (a reader never sees half a file); the path, or None (with a warning) when none is writable."""
     buffer = io.BytesIO()
-    np.savez(buffer, key=np.array(key_json), mu=stats.mu, sigma=stats.sigma, kid_features=stats.kid_features,
-             n=np.array(stats.n))
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    np.savez(buffer, key=np.array(key_json), **arrays)
+    for directory in dirs:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(directory / name, buffer.getvalue())
+            return directory / name
+        except OSError as e:
+            log.info("cannot cache statistics in %s (%s)", directory, e.strerror or e)
+    log.warning("reference statistics not cached: none of %s is writable", ", ".join(map(str, dirs)))
+    return None
 
 
 # -- metrics of a set of images -----------------------------------------------------------------------------------

@@ -62,12 +62,12 @@ def register(subparsers, formatter_class) -> None:
     p.set_defaults(func=run)
 
 
-def _per_class(classes, features, logits, labels, extractor, data_cfg, split, fid: bool, progress: bool) -> dict:
+def _per_class(classes, features, logits, labels, extractor, data_cfg, split, fid: bool, dirs, progress: bool) -> dict:
     """A conditional run's scores by requested class: with a classifier, the share of samples that are the class asked
     for (top class, probability > 0.9) and each class's confident share; each class's within-class diversity; with
-    FID asked for, each class's FID against that class of the reference split (when it has labels)."""
-    from ..evaluate import per_class_fid, requested_class_summary, within_class_diversity
-    from ..features import extract
+    FID asked for, each class's FID against that class of the reference split (when it has labels; its features
+    cached in ``dirs`` like the reference statistics)."""
+    from ..evaluate import per_class_fid, reference_class_features, requested_class_summary, within_class_diversity
 
     out: dict = {}
     per_class = {k: {"diversity": within_class_diversity(features[labels == k])} for k in np.unique(labels)}
@@ -78,9 +78,8 @@ def _per_class(classes, features, logits, labels, extractor, data_cfg, split, fi
     if fid:
         data = load_dataset(data_cfg, split, labelled=True)
         if data.labels is not None and tuple(data.classes) == tuple(classes):
-            reference, _ = extract(extractor, data.tensor if data.tensor is not None else data, progress=progress,
-                                   desc="reference features by class")
-            for k, value in per_class_fid(features, labels, reference, data.labels.numpy()).items():
+            reference, reference_labels = reference_class_features(extractor, data, split, dirs, progress=progress)
+            for k, value in per_class_fid(features, labels, reference, reference_labels).items():
                 per_class[k]["fid"] = value
     out["per_class"] = {classes[k]: entry for k, entry in per_class.items()}
     out["diversity"] = float(np.nanmean([entry["diversity"] for entry in per_class.values()]))
@@ -157,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             result.update(class_summary(logits))
         if labels is not None:
             result.update(_per_class(ckpt.classes, features, logits, labels.numpy(), extractor, data_cfg, split,
-                                     "fid" in metrics, progress))
+                                     "fid" in metrics, stats_dirs(data_cfg, args.stats_dir), progress))
         result.update({"n": len(images), "source": source, "resolution": size})
     result.update({"features": extractor.name, "weights_sha256": extractor.weights_sha256[:16], "dataset": dataset,
                    "split": split if reference is not None else None,
