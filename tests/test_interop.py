@@ -105,7 +105,8 @@ def test_ddpm_cifar10_config_is_our_cifar10_preset():
 
 def test_config_round_trip_with_heads_and_cosine():
     cfg = Config().replace(model={"base_channels": 128, "channel_mults": [1, 2, 2], "num_res_blocks": 1,
-                                  "attention_resolutions": [16, 8], "num_heads": 4, "dropout": 0.0},
+                                  "attention_resolutions": [16, 8], "num_heads": 4, "dropout": 0.0,
+                                  "norm_groups": 32},
                            diffusion={"schedule": "cosine", "num_timesteps": 500, "prediction": "v"},
                            sample={"variance": "small"})
     unet, scheduler = interop.config_to_diffusers(cfg, 3, 32)
@@ -157,14 +158,11 @@ def test_unsupported_schedulers_raise(change, match):
         interop.config_from_diffusers(DDPM_CIFAR10, {**DDPM_SCHEDULER, **change})
 
 
-def test_narrow_models_have_no_counterpart(tmp_path):
-    (tmp_path / "unet").mkdir()
-    narrow = {**TINY, "block_out_channels": [32, 64], "attention_head_dim": None}  # ours: 8 and 16 groups
-    (tmp_path / "unet" / "config.json").write_text(json.dumps(narrow))
-    with pytest.raises(UserError, match="norm_num_groups=32.*8 groups"):
-        interop.from_diffusers(tmp_path, tmp_path / "run")
+def test_models_without_a_counterpart_are_refused_naming_the_presets_that_convert():
+    # the automatic GroupNorm groups (norm_groups = 0) of a 32-wide model: 8 and 16 groups, diffusers has one number
     cfg = Config().replace(model={"base_channels": 32, "channel_mults": [1, 2], "attention_resolutions": [4]})
-    with pytest.raises(UserError, match="norm_num_groups=32"):
+    with pytest.raises(UserError, match=r"norm_num_groups=32, but .* in 8 groups.*train with model.norm_groups=32, "
+                                        r"as the ddpm-variant presets: mnist, mnist-flow"):
         interop.check_groups(build_model(cfg.model, 1, 8), 32)
     with pytest.raises(UserError, match="only the 'ddpm' UNet"):
         interop.config_to_diffusers(cfg.replace(model={"variant": "simple", "attention_resolutions": [14]}), 1, 8)
@@ -266,6 +264,20 @@ def test_tiny_unet_matches_diffusers_both_ways():
 
 
 @needs_diffusers
+@pytest.mark.parametrize("widths, groups", [([32, 64], 32), ([64, 128], 16), ([24, 48], 8)])
+def test_narrow_unets_convert_with_their_groups_in_every_norm(widths, groups):
+    """diffusers' norm_num_groups becomes model.norm_groups: narrow networks (such as the mnist presets' 64 channels
+    in 32 groups) compute what diffusers computes, both ways."""
+    config = {**TINY, "block_out_channels": widths, "attention_head_dim": None, "norm_num_groups": groups}
+    theirs = diffusers_unet(config)
+    ours = ours_from(theirs)
+    assert {m.num_groups for m in ours.modules() if isinstance(m, torch.nn.GroupNorm)} == {groups}
+    assert_same_function(ours, theirs, 1, 8, n=2)
+    cfg, _, _ = interop.config_from_diffusers(config)
+    assert cfg.model.norm_groups == groups and interop.config_to_diffusers(cfg, 1, 8)[0]["norm_num_groups"] == groups
+
+
+@needs_diffusers
 def test_ddpm_cifar10_architecture_matches_diffusers():
     theirs = diffusers_unet(DDPM_CIFAR10)
     ours = ours_from(theirs)
@@ -356,17 +368,18 @@ def test_a_ddpm_pipeline_visits_our_uniform_timesteps(steps):
 @needs_diffusers
 @pytest.mark.parametrize("steps", [3, 8])
 def test_a_flow_checkpoint_samples_in_diffusers_as_our_euler(tmp_path, steps):
-    """A flow-matching checkpoint of the ddpm-variant UNet converts to a DDPMPipeline with diffusers' flow-matching
-    Euler scheduler; diffusers alone then draws our euler samples, to float32."""
+    """A checkpoint of the mnist-flow preset (its whole network: 64 to 128 channels, 32 GroupNorm groups) converts
+    to a DDPMPipeline with diffusers' flow-matching Euler scheduler; diffusers alone then draws our euler samples, to
+    float32."""
     from diffusers import DDPMPipeline
 
-    cfg, channels, size = interop.config_from_diffusers(TINY, DDPM_SCHEDULER)
-    cfg = cfg.replace(data={"name": "folder", "channels": 1, "image_size": 8},
-                      diffusion={"objective": "flow", "min_snr_gamma": 0.0},
-                      sample={"sampler": "euler", "steps": steps, "guidance": 1.0})
+    from minidiffusion.config import load_config
+
+    cfg = load_config("mnist-flow", ["sample.sampler=euler", f"sample.steps={steps}", "sample.guidance=1"])
+    channels, size = 1, 28
     net = perturb(build_model(cfg.model, channels, size), scale=0.05)
     state = {f"{prefix}.{k}": v.clone() for prefix in ("model", "ema") for k, v in net.state_dict().items()}
-    meta = {"data": {"name": "folder", "channels": channels, "image_size": size}}
+    meta = {"data": {"name": "mnist", "channels": channels, "image_size": size}}
     path = save_checkpoint(tmp_path / "ckpts", steps, cfg, state, meta)
     assert main(["convert", "--to-diffusers", str(path), "--out", str(tmp_path / "pipe")]) == 0
 

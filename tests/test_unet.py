@@ -62,6 +62,27 @@ def test_base_channels_must_fit_group_norm():
         build_model(ModelConfig(base_channels=12), 1, 32)
 
 
+def test_norm_groups_sets_every_group_norm_and_is_left_out_of_records_at_its_automatic_zero():
+    """model.norm_groups = 0 keeps the automatic groups (64 channels: 16 groups, 128: 32) and the run's config.toml
+    as it was before the key existed; the mnist preset's 32 normalizes the 64-channel layers in groups of 2 channels
+    and changes no weight (GroupNorm's parameters are per channel)."""
+    def groups(net):
+        return {(m.num_channels, m.num_groups) for m in net.modules() if isinstance(m, torch.nn.GroupNorm)}
+
+    auto = load_config("mnist", ["model.norm_groups=0"])
+    assert groups(build_model(auto.model, 1, 28)) == {(64, 16), (128, 32), (192, 32), (256, 32)}
+    assert "norm_groups" not in auto.to_toml()
+    preset = load_config("mnist")
+    net = build_model(preset.model, 1, 28)
+    assert groups(net) == {(64, 32), (128, 32), (192, 32), (256, 32)} and "norm_groups = 32" in preset.to_toml()
+    assert count_parameters(net) == count_parameters(build_model(auto.model, 1, 28))
+    h = torch.randn(2, 64, 5, 5) * torch.arange(1.0, 65.0)[:, None, None]  # channels of unequal scales
+    same_weights = build_model(auto.model, 1, 28).down[0][0].norm1
+    assert not torch.allclose(net.down[0][0].norm1(h), same_weights(h))
+    with pytest.raises(UserError, match="model.norm_groups=48 does not divide the 64 channels"):
+        build_model(load_config("mnist", ["model.norm_groups=48"]).model, 1, 28)
+
+
 def test_dropout_only_in_training():
     net = UNet(1, 16, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,), dropout=0.5)
     torch.nn.init.normal_(net.conv_out.weight)

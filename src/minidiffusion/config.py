@@ -35,7 +35,8 @@ def _opt(default: Any, *, choices: tuple | None = None, min: float | None = None
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # The defaults are the mnist preset's network, so that a config with no [model] fits the default data.
+    # The defaults are the mnist preset's network, so that a config with no [model] fits the default data; but
+    # norm_groups, added later, defaults to the automatic groups that runs saved before it were trained with.
     variant: str = _opt("ddpm", choices=("ddpm", "simple"), help="UNet: Ho et al. 'ddpm' or the lighter 'simple'")
     base_channels: int = _opt(64, min=8, help="width of the first level; a multiple of 8 (GroupNorm)")
     channel_mults: tuple[int, ...] = _opt((1, 2, 2), min=1, min_items=1,
@@ -44,6 +45,9 @@ class ModelConfig:
     attention_resolutions: tuple[int, ...] = _opt((14,), min=1, help="feature sizes that get self-attention (ddpm)")
     num_heads: int = _opt(1, min=1, help="attention heads")
     dropout: float = _opt(0.1, min=0.0, max=0.99, help="dropout inside residual blocks")
+    norm_groups: int = _opt(0, min=0, help="GroupNorm groups in every layer (32: Ho et al.'s and diffusers' "
+                            "UNet2DModel); 0: 32 where a layer has >= 128 channels, else the most groups of >= 4 "
+                            "channels")
     patch_size: int = _opt(1, min=1, max=8, help="p > 1: the UNet sees p x p pixel patches as channels "
                                                  "(pixel unshuffle), at 1/p the resolution")
 
@@ -214,9 +218,10 @@ class Config:
 
     def _ignored(self, section: str, key: str) -> bool:
         """A key the chosen variant has no use for (left out of config.toml, refused when set): the ddpm UNet's keys
-        for the simple one; the conditional keys for an unconditional run, whose config.toml (and checkpoint) so
-        reads as it did before they existed."""
-        if section == "model" and self.model.variant == "simple" and key in DDPM_ONLY:
+        for the simple one; the conditional keys for an unconditional run, and norm_groups at its automatic 0, so
+        that such a run's config.toml (and checkpoint) reads as it did before they existed."""
+        if section == "model" and (self.model.variant == "simple" and key in DDPM_ONLY
+                                   or key == "norm_groups" and not self.model.norm_groups):
             return True
         return not self.data.conditional and key in CONDITIONAL_ONLY.get(section, ())
 

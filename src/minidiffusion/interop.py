@@ -9,14 +9,16 @@ Our ``ddpm`` UNet is laid out like diffusers' ``UNet2DModel`` as configured for 
     AttnDownBlock2D at level i              -> attention_resolutions contains sample_size / 2**i
     attention_head_dim d (None: one head)   -> num_heads = width / d, the same at every attention layer
                                                (absent: diffusers' default d = 8; see --num-heads)
+    norm_num_groups g                       -> norm_groups g (every GroupNorm)
     DDPMScheduler beta_* / variance_type    -> [diffusion] schedule, [sample] variance
 
 Everything else must have the one value our UNet implements (GroupNorm eps 1e-6, sinusoid without flip
 and freq_shift 1, right/bottom-padded downsampling, ...); a config that differs raises :class:`UserError`
-naming the key, rather than converting into a network that computes something else. One limit is
-structural: diffusers uses ``norm_num_groups`` groups in every GroupNorm, while ours uses 32 groups only
-where a layer is wide enough (>= 128 channels, a multiple of 32), so narrow models convert in neither
-direction. Tensors are read from safetensors (a legacy ``.bin`` only through ``torch.load(weights_only=True)``).
+naming the key, rather than converting into a network that computes something else. diffusers uses
+``norm_num_groups`` groups in every GroupNorm, as ours does with ``model.norm_groups`` set (the mnist and ddpm
+presets: 32); a model trained with the automatic groups (``norm_groups = 0``: 32 only where a layer has >= 128
+channels) converts only when that gives 32 everywhere. Tensors are read from safetensors (a legacy ``.bin`` only
+through ``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def model_from_diffusers(unet: dict[str, Any]) -> tuple[dict[str, Any], int, int
     model = {"variant": "ddpm", "base_channels": base, "channel_mults": [w // base for w in widths],
              "num_res_blocks": c["layers_per_block"],
              "attention_resolutions": [size // 2**i for i in attn_levels], "num_heads": num_heads,
-             "dropout": float(c["dropout"])}
+             "dropout": float(c["dropout"]), "norm_groups": c["norm_num_groups"]}
     return model, channels, size
 
 
@@ -281,7 +283,8 @@ def config_to_diffusers(cfg: Config, channels: int, image_size: int,
     unet = {"_class_name": "UNet2DModel", **_version(), "sample_size": image_size, "in_channels": channels,
             "out_channels": channels, "block_out_channels": widths, "layers_per_block": m.num_res_blocks,
             "down_block_types": down, "up_block_types": up, "attention_head_dim": head_dim,
-            "dropout": m.dropout, "norm_num_groups": 32, "attn_norm_num_groups": None, "time_embedding_dim": None,
+            "dropout": m.dropout, "norm_num_groups": m.norm_groups or 32, "attn_norm_num_groups": None,
+            "time_embedding_dim": None,
             "num_train_timesteps": None, **FIXED, "num_class_embeds": len(classes) + 1 if classes else None}
     if classes:
         unet["_class_names"] = list(classes)
@@ -305,9 +308,9 @@ def check_groups(net: nn.Module, groups: int, attn_groups: int | None = None) ->
             want = attn_groups if attn_groups is not None and name.endswith(".norm") else groups
             if module.num_groups != want:
                 raise UserError(f"norm_num_groups={want}, but minidiffusion's UNet normalizes the "
-                                f"{module.num_channels} channels of {name} in {module.num_groups} groups (32 groups "
-                                f"only where a layer has >= 128 channels, a multiple of 32): such a model has no "
-                                f"exact counterpart")
+                                f"{module.num_channels} channels of {name} in {module.num_groups} groups: such a "
+                                f"model has no exact counterpart (train with model.norm_groups={want}, as "
+                                f"{CONVERTIBLE} do)")
 
 
 # -- tensor names -------------------------------------------------------------------------------------------

@@ -300,7 +300,19 @@ def build_model(cfg, in_channels: int, image_size: int, num_classes: int = 0) ->
     else:
         net = UNet(channels, size, cfg.base_channels, cfg.channel_mults, cfg.num_res_blocks,
                    cfg.attention_resolutions, cfg.num_heads, cfg.dropout, num_classes)
+    if cfg.norm_groups:
+        set_norm_groups(net, cfg.norm_groups)
     return Patched(net, p) if p > 1 else net
+
+
+def set_norm_groups(net: nn.Module, groups: int) -> None:
+    """``groups`` groups in every GroupNorm of ``net`` (``model.norm_groups``); the weights do not depend on it."""
+    for name, module in net.named_modules():
+        if isinstance(module, nn.GroupNorm):
+            if module.num_channels % groups:
+                raise UserError(f"model.norm_groups={groups} does not divide the {module.num_channels} channels of "
+                                f"{name}: choose a divisor of base_channels times every channel_mults entry")
+            module.num_groups = groups
 
 
 def count_parameters(model: nn.Module) -> int:
