@@ -17,11 +17,13 @@ from minidiffusion.training import train
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 import frontier  # noqa: E402  (bench/ is a folder of scripts, not a package)
+import levers  # noqa: E402
 import mnist200  # noqa: E402
 import nfe  # noqa: E402
 import profile_step  # noqa: E402
 import quick_sweep  # noqa: E402
 import quickstart_quality  # noqa: E402
+import summary  # noqa: E402
 import variant_ratio  # noqa: E402
 
 
@@ -102,6 +104,55 @@ def test_quick_sweep_smoke(tmp_path):
     quick_sweep.main(["--variants", variant, "--n", "8", "--set", "train.steps=2", "train.warmup_steps=1",
                       "--out", str(tmp_path / "runs"), "--results", str(results)])
     assert records(results) and all(r["variant"] == variant for r in records(results))
+
+
+def markdown_rows(out: str) -> list[dict]:
+    """summary.py --markdown's table as one dict per row, keyed by its header."""
+    header, _, *rows = out.strip().splitlines()
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+    return [dict(zip(cells(header), cells(row), strict=True)) for row in rows]
+
+
+def test_summary_of_the_committed_results(capsys):
+    """bench/summary.py on bench/results.jsonl as committed. The file also holds records without an anchor (quality
+    runs, profiles); the script once stopped on them with KeyError: 'anchor'. Now they are left out of the table."""
+    committed = records(BENCH / "results.jsonl")
+    assert {"frontier", "profile mnist"} <= {r["name"] for r in committed if "anchor" not in r}
+    summary.main(["--markdown"])
+    rows = markdown_rows(capsys.readouterr().out)
+    assert rows and all(row["anchor"] for row in rows)
+    assert not {"frontier", "profile mnist"} & {row["name"] for row in rows}
+    # the H100's cifar10 training step against lucid (2026-11-26: 2,764.2 / 1,392.2 img/s, ratio 1.99); the table
+    # shows the newest record of its kind
+    key = ("train cifar10", "NVIDIA H100 80GB HBM3", "lucid")
+    *_, record = [r for r in committed if (r["name"], r["machine"], r.get("anchor")) == key]
+    settings = f"ours {record['ours_settings']} vs {record['theirs_settings']}"
+    (row,) = [row for row in rows if (row["name"], row["machine"], row["anchor"], row["settings"]) == (*key, settings)]
+    assert (row["ours"], row["theirs"], row["unit"]) == (f"{record['ours']:,.1f}", f"{record['theirs']:,.1f}", "img/s")
+    assert row["ratio"] == f"{record['ours'] / record['theirs']:.2f}" and row["date"] == record["date"][:10]
+
+
+@pytest.mark.slow  # about 25 s on 2 cores
+def test_cpu_script_smoke(tmp_path):
+    """bench/cpu.sh --smoke: every step at tiny sizes, then its summary of this run's records (and only those)."""
+    pytest.importorskip("diffusers")
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_WAIT_POLICY": "PASSIVE", "OUT": str(tmp_path)}
+    done = subprocess.run(["bash", str(BENCH / "cpu.sh"), "--smoke"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    made = records(tmp_path / "cpu-smoke.jsonl")
+    names = {"train quick", "sample quick"} | {f"lever {lever} quick" for lever in levers.CPU_LEVERS.split(",")}
+    assert {r["name"] for r in made} == names
+    layouts = {r["ours_settings"] for r in made if r["name"] == "train quick"}
+    assert layouts == {"fp32 channels_last eager", "fp32 eager"}
+    # the summary is the last thing printed: this run's newest record of each kind, the spinning threads lever too
+    table = done.stdout.rsplit("\n\n", 1)[1].rstrip()
+    assert table == summary.table(summary.newest(made), markdown=False).rstrip()
+    spinning = next(r for r in made if r["omp_wait_policy"] is None)
+    (line,) = [line for line in table.splitlines() if "OMP_WAIT_POLICY=None" in line]
+    assert line.startswith("lever threads quick") and f" {spinning['ratio']:.2f} " in line
 
 
 def run_gpu_smoke(tmp_path, *steps):
