@@ -41,7 +41,7 @@ from .checkpoint import data_record, pack, save_checkpoint
 from .config import Config
 from .errors import UserError
 from .models.unet import Attention, Downsample, ResBlock, UNet, Upsample, build_model
-from .rundir import atomic_write_bytes
+from .rundir import atomic_path, atomic_write_bytes
 
 log = logging.getLogger("minidiffusion")
 
@@ -511,9 +511,10 @@ def to_diffusers(checkpoint: str | Path, out_dir: str | Path, *, ema: bool = Tru
         for path, data in ((out / "model_index.json", pipeline), (out / "unet" / "config.json", unet_cfg),
                            (out / "scheduler" / "scheduler_config.json", scheduler_cfg)):
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(data, indent=2) + "\n")
+            atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
         tensors = state_dict_to_diffusers(net, net.state_dict())
-        save_file(tensors, str(out / "unet" / WEIGHTS), metadata={"format": "pt"})
+        with atomic_path(out / "unet" / WEIGHTS) as tmp:  # a failed write leaves no truncated weights behind
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     return out

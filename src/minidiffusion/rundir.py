@@ -9,11 +9,13 @@ says so instead of training unguarded.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserError
@@ -92,6 +94,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that needs a file name of its own (an encoder that picks the
+    format from the suffix, an external process): when the block ends the file is fsynced and renamed over
+    ``path``; when it raises, the file is removed and ``path`` is untouched.
+
+    The name is ``path.PID.tmp`` plus ``path``'s suffix (``clip.mp4.PID.tmp.mp4``), so the writer sees the format.
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ padding, with label strips of fixed height above them. The sizes below are there
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -32,7 +33,8 @@ from PIL import Image, ImageDraw, ImageFont
 from .diffusion import Schedule, StepInfo, q_sample
 from .diffusion.objectives import parse_timesteps  # noqa: F401  (visualize.parse_timesteps, as before)
 from .errors import UserError
-from .images import make_grid, to_model_range, to_pil, to_pixels
+from .images import make_grid, to_model_range, to_pil, to_pixels, write_file
+from .rundir import atomic_path
 
 log = logging.getLogger("minidiffusion")
 
@@ -239,17 +241,18 @@ class DenoisingRecorder:
         The final frame is held for about a second: in a GIF by its duration (the frame count stays steps + 1),
         in an MP4 by repeating it ``fps`` times. Greyscale GIFs are exact; RGB GIFs are quantised by Pillow to 256
         colours per frame, so their pixels can differ slightly from the samples (MP4 is lossy in any case).
+        Written atomically: a full disk or a kill mid-write leaves the file that was at ``path`` (if any) whole.
         """
         path = check_video_path(path)
         if fps < 1:
             raise UserError(f"fps must be at least 1, got {fps}")
         frames = self.video_frames(final_images, scale)
+        if path.suffix.lower() == ".gif":
+            return write_file(path, _gif_bytes(frames, fps))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            if path.suffix.lower() == ".gif":
-                _write_gif(frames, path, fps)
-            else:
-                _write_mp4(frames, path, fps)
+            with atomic_path(path) as tmp:  # the encoder writes a file of its own, renamed over path once complete
+                _write_mp4(frames, tmp, fps)
         except OSError as e:
             raise UserError(f"cannot write {path}: {e.strerror or e}") from None
         return path
@@ -282,23 +285,36 @@ def check_video_path(path: str | Path) -> Path:
     return path
 
 
-def _write_gif(frames: list[np.ndarray], path: Path, fps: int) -> None:
+def _gif_bytes(frames: list[np.ndarray], fps: int) -> bytes:
     images = [to_pil(f) for f in frames]
     frame_ms = max(20, round(1000 / fps))  # most viewers treat GIF delays under 20 ms as 100 ms
     durations = [frame_ms] * (len(images) - 1) + [max(frame_ms, GIF_FINAL_HOLD_MS)]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return buffer.getvalue()
 
 
 def _write_mp4(frames: list[np.ndarray], path: Path, fps: int) -> None:
     imageio = _imageio()
+    import imageio_ffmpeg
+
     h, w = frames[0].shape[:2]
     # H.264 in yuv420p needs even sides: pad with white rather than let ffmpeg rescale the pixels.
     pad = ((0, h % 2), (0, w % 2), (0, 0))
+    frames = frames + [frames[-1]] * (fps - 1)
     with imageio.get_writer(path, fps=fps, codec="libx264", quality=8, pixelformat="yuv420p",
                             macro_block_size=1) as writer:
-        for frame in frames + [frames[-1]] * (fps - 1):
+        for frame in frames:
             rgb = np.pad(frame, pad, constant_values=255)
             writer.append_data(rgb.repeat(3, axis=2) if rgb.shape[2] == 1 else rgb)
+    # imageio-ffmpeg does not look at how ffmpeg exited: one that stopped mid-write (a full disk, a kill) leaves a
+    # short file and no error. Count the frames the file holds before it replaces anything.
+    try:
+        written, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except RuntimeError:  # ffmpeg cannot read it at all
+        written = 0
+    if written != len(frames):
+        raise OSError(f"the encoder stopped after {written} of {len(frames)} frames (a full disk?)")
 
 
 def nearest_recorded(recorded: Sequence, wanted: Sequence, log: bool = False) -> list[int | None]:
@@ -432,9 +448,6 @@ def plot_curves(records: list[dict], out: str | Path, *, smooth: float = 0.9, ti
         fig.suptitle(title)
 
     out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=100)
-    except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
-    return out
+    buffer = io.BytesIO()  # drawn in memory, then written atomically: a failed write leaves an older plot whole
+    fig.savefig(buffer, format=out.suffix[1:].lower() or "png", dpi=100)
+    return write_file(out, buffer.getvalue())

@@ -3,9 +3,14 @@ and once there is space again ``--resume`` finishes the run exactly as if nothin
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
+import re
+import resource
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -172,3 +177,79 @@ def test_a_sample_grid_that_cannot_be_written_costs_a_warning_not_the_run(folder
     final = train(tiny_config(folder, train={"steps": 4, "sample_every": 2}), tmp_path / "run", progress=False)
     assert load_checkpoint(final).step == 4
     assert caplog.text.count("No space left on device; training goes on") == 2  # step 2's grid and the final one
+
+
+@contextlib.contextmanager
+def disk_fills_after(nbytes: int):
+    """Any write past ``nbytes`` into a file fails, as on a disk that fills mid-write: RLIMIT_FSIZE makes the kernel
+    refuse it (EFBIG; Python ignores SIGXFSZ) and kills an encoder in a child process with SIGXFSZ."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def stand_in_encoder() -> types.ModuleType:
+    """imageio and imageio-ffmpeg as ``_write_mp4`` uses them: the frames go raw straight into the path given, as
+    ffmpeg writes its output, and are counted back from the file's size."""
+    frame_bytes = []
+
+    class Writer:
+        def __init__(self, path, **options):
+            self.file = open(path, "wb")  # noqa: SIM115  (closed by __exit__, like imageio's writer)
+
+        def append_data(self, frame):
+            frame_bytes[:] = [frame.nbytes]
+            self.file.write(frame.tobytes())
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    module = types.ModuleType("imageio")
+    module.v2, module.get_writer = module, Writer
+    module.count_frames_and_secs = lambda path: (os.path.getsize(path) // frame_bytes[0], 0.0)
+    return module
+
+
+@pytest.mark.parametrize("kind", ["gif", "mp4 (stand-in encoder)", "mp4 (ffmpeg)", "curves"])
+def test_a_video_or_curves_that_fail_mid_write_leave_the_file_already_there_whole(kind, tmp_path, monkeypatch):
+    """Videos and curves were written straight to their path: a disk full mid-write left a truncated file where a
+    good one had been. They now go through a temporary file renamed into place, like every other output."""
+    import minidiffusion.visualize as V
+
+    if kind == "mp4 (ffmpeg)":
+        pytest.importorskip("imageio.v2", reason="the real MP4 encoder needs the 'video' extra (imageio)")
+        pytest.importorskip("imageio_ffmpeg", reason="the real MP4 encoder needs the 'video' extra (imageio-ffmpeg)")
+    elif kind == "mp4 (stand-in encoder)":
+        encoder = stand_in_encoder()
+        for name in ("imageio", "imageio.v2", "imageio_ffmpeg"):
+            monkeypatch.setitem(sys.modules, name, encoder)
+    elif kind == "curves":
+        pytest.importorskip("matplotlib", reason="curves need the 'viz' extra (matplotlib)")
+
+    def write(path: Path, seed: int) -> Path:
+        if kind == "curves":
+            steps = range(1, 40)
+            loss = torch.rand(len(steps), generator=torch.Generator().manual_seed(seed)).tolist()
+            records = [{"step": s, "loss": v, "img_per_s": 100.0} | {f"loss_q{q}": v for q in range(4)}
+                       for s, v in zip(steps, loss)]
+            return V.plot_curves(records, path)
+        generator = torch.Generator().manual_seed(seed)
+        recorder = V.DenoisingRecorder()
+        for k, t in enumerate((999, 499)):
+            x = torch.rand((4, 1, 8, 8), generator=generator) * 2 - 1
+            recorder(V.StepInfo(k, t, x, x))
+        return recorder.write_video(path, torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8, generator=generator),
+                                    fps=4)
+
+    path = write(tmp_path / ("curves.png" if kind == "curves" else f"denoise.{kind[:3]}"), seed=0)
+    good = path.read_bytes()
+    with disk_fills_after(len(good) // 2), pytest.raises(UserError, match=f"^cannot write {re.escape(str(path))}: "):
+        write(path, seed=1)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..rundir import atomic_write_bytes
 from .cifar import load_cifar10
 from .download import cache_dir
 from .folder import FolderImages, class_folders, scan
@@ -83,7 +84,7 @@ class ImageDataset(torch.utils.data.Dataset):
         if write:
             so_far = self.skipped + (self._files.unreadable if self._files is not None else [])
             if so_far:
-                path.write_text("".join(f"{p}\n" for p in so_far), encoding="utf-8")
+                atomic_write_bytes(path, "".join(f"{p}\n" for p in so_far).encode())
             else:
                 path.unlink(missing_ok=True)  # a list left by an earlier start of this run directory
         if self._files is not None:

@@ -28,6 +28,7 @@ from torch import nn
 from ..checkpoint import file_sha256
 from ..errors import UserError
 from ..images import to_model_range
+from ..rundir import atomic_path
 
 log = logging.getLogger("minidiffusion")
 
@@ -205,7 +206,8 @@ def train_classifier(dataset: str = "mnist", out: str | Path | None = None, *, r
         "torch_version": torch.__version__,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out), metadata=meta)
+    with atomic_path(out) as tmp:  # retraining over the shipped weights never leaves them half written
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata=meta)
     return meta
 
 
