@@ -136,8 +136,18 @@ def test_sample_out_is_checked_before_sampling(tiny_run, tmp_path, capsys, monke
         assert main(["sample", "--checkpoint", str(tiny_run), "--out", str(out), *extra]) == 2
         assert message in capsys.readouterr().err
     import os
-    if os.geteuid() != 0:  # root writes anywhere
+    if os.geteuid() != 0:  # root writes in a folder without write permission
         assert main(["sample", "--checkpoint", str(tiny_run), "--out", str(locked / "x.npz")]) == 2
+    # os.access says yes to root in /proc, where no file can be created: as root too, a real probe fails first
+    if os.path.isdir("/proc/self"):
+        for flag, value, extra in [("--out", "/proc/x.png", []), ("--out", "/proc/x.npz", []),
+                                   ("--out", "/proc/new/folder", []),
+                                   ("--video", "/proc/d.gif", ["--out", str(tmp_path / "ok.png")])]:
+            argv = ["sample", "--checkpoint", str(tiny_run), flag, value, *extra]
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: {flag} {value}: cannot write there (cannot create a file in /proc: "), err
+            assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_sample_num_images_upper_case_npz_and_set_sample_n(tiny_run, tmp_path):

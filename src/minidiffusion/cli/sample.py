@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from ..sampling import Options, class_labels, generate_sharded, guide_for, load_model, parse_classes
 
     out = _sample_out(Path(args.out), args.snapshots)  # a typo fails now, not after minutes of sampling
+    if args.video:
+        _check_writable(Path(args.video).parent, f"--video {args.video}")
     device = resolve_device(args.device, "--device")
     world = distributed.init(device)  # under torchrun, each rank draws a contiguous share of the images
     device = distributed.local_device(device, world)
@@ -122,8 +125,23 @@ def _sample_out(out: Path, snapshots: str | None) -> Path:
         raise UserError(f"--out {out}: --snapshots writes one picture: use FILE.png")
     if kind not in (".png", ".npz", ""):
         raise UserError(f"--out {out}: use FILE.png (a grid), FILE.npz, or a directory")
-    where = out if kind == "" else out.parent
-    existing = next((p for p in (where, *where.parents) if p.exists()), Path("."))
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: cannot write there ({existing} is not a writable directory)")
+    _check_writable(out if kind == "" else out.parent, f"--out {out}")
     return out
+
+
+def _check_writable(where: Path, what: str) -> None:
+    """A file can be created in the folder ``where``, or, while it does not exist, in the nearest folder above it
+    (the writers create the rest); else a one-line UserError naming ``what``.
+
+    A real probe, a temporary file created and removed: ``os.access`` says yes to root also on a read-only mount or
+    in /proc, where the write then failed only after the whole sampling.
+    """
+    existing = next((p for p in (where, *where.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise UserError(f"{what}: cannot write there ({existing} is not a writable directory)")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".minidiffusion-probe-")
+    except OSError as e:
+        raise UserError(f"{what}: cannot write there (cannot create a file in {existing}: {e.strerror or e})") from None
+    os.close(fd)
+    Path(probe).unlink(missing_ok=True)
