@@ -94,6 +94,8 @@ def diffusers_kwargs(cfg: Config, channels: int, side: int, width: int) -> dict:
     """
     m = cfg.model
     levels = len(m.channel_mults)
+    # the preset's model.norm_groups where it divides the width (a matched width may not), else ours' automatic groups
+    groups = m.norm_groups if m.norm_groups and width % m.norm_groups == 0 else group_norm(width).num_groups
     if m.variant == "simple":
         layers, attn_levels = 1, set()
     else:
@@ -103,7 +105,7 @@ def diffusers_kwargs(cfg: Config, channels: int, side: int, width: int) -> dict:
     up = tuple("AttnUpBlock2D" if i in attn_levels else "UpBlock2D" for i in reversed(range(levels)))
     return dict(sample_size=side, in_channels=channels, out_channels=channels,
                 block_out_channels=tuple(width * k for k in m.channel_mults), layers_per_block=layers,
-                down_block_types=down, up_block_types=up, norm_num_groups=group_norm(width).num_groups, norm_eps=1e-6,
+                down_block_types=down, up_block_types=up, norm_num_groups=groups, norm_eps=1e-6,
                 attention_head_dim=None if m.num_heads == 1 else width // m.num_heads, downsample_padding=0,
                 flip_sin_to_cos=False, freq_shift=1, dropout=m.dropout)
 
@@ -512,7 +514,7 @@ def arguments(description: str, default_batch: dict[str, int | None]) -> argpars
     return p
 
 
-SMOKE_OVERRIDES = ["model.base_channels=8", "model.channel_mults=1,2"]
+SMOKE_OVERRIDES = ["model.base_channels=8", "model.channel_mults=1,2", "model.norm_groups=0"]  # 0: automatic groups
 
 
 def resolve(args: argparse.Namespace, cfg: Config) -> Settings:

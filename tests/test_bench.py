@@ -122,11 +122,17 @@ def test_diffusers_anchor_is_sized_within_ten_percent_of_ours():
 
 def test_diffusers_anchor_for_the_ddpm_variant_is_our_network_layer_for_layer():
     pytest.importorskip("diffusers")
-    cfg = common.load_preset("cifar10", ["model.base_channels=8", "model.channel_mults=1,2"])
+    cfg = common.load_preset("cifar10", ["model.base_channels=8", "model.channel_mults=1,2", "model.norm_groups=0"])
     (ours, theirs), _ = common.build_models(cfg, ["diffusers"], "auto")
     assert theirs.params == ours.params
     assert theirs.net.unet.config.block_out_channels == (8, 16)
     assert theirs.net.unet.config.down_block_types == ("DownBlock2D", "AttnDownBlock2D")  # attention at 16x16
+
+
+def test_diffusers_anchor_takes_the_presets_norm_groups_where_they_divide_its_width():
+    cfg = common.load_preset("mnist")  # norm_groups = 32; the automatic groups of a 64-channel layer are 16
+    assert common.diffusers_kwargs(cfg, 1, 28, 64)["norm_num_groups"] == 32
+    assert common.diffusers_kwargs(cfg, 1, 28, 40)["norm_num_groups"] == 10  # a matched width 32 does not divide
 
 
 def test_train_benchmark_smoke_appends_one_complete_record_per_anchor(tmp_path):
