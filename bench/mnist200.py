@@ -47,8 +47,8 @@ SHARED = ["train.batch_size=128", "train.lr=1e-3", "train.warmup_steps=100", "tr
           "train.fit_time_limit=true", "train.log_every=100", "train.sample_every=0", "train.checkpoint_every=0"]
 OURS = ["diffusion.logit_mean=0.5", "sample.sampler=heun", "sample.steps=25", "sample.guidance=2",
         "sample.guide_at=0", "sample.guide_step=90", "sample.guide_interval=0.33,3.9", "sample.n=16"]
-SMOKE = ["model.base_channels=16", "model.channel_mults=1,2", "model.norm_groups=0", "train.precision=fp32", "train.log_every=2",
-         "train.warmup_steps=2", "sample.guide_step=1", "sample.steps=4"]
+SMOKE = ["model.base_channels=16", "model.channel_mults=1,2", "model.norm_groups=0", "train.precision=fp32",
+         "train.log_every=2", "train.warmup_steps=2", "sample.guide_step=1", "sample.steps=4"]
 
 
 def train_ours(args, extra: list[str]) -> tuple[minidiffusion.Model, dict]:

@@ -109,7 +109,7 @@ def test_the_documented_example_runs(run, tmp_path):
     # the same pixels as the command line with the same options
     assert main(["sample", "--checkpoint", str(run), "--n", "16", "--seed", "0", "--out", str(tmp_path / "cli.png"),
                  "--no-progress"]) == 0
-    api, cli = (np.asarray(Image.open(tmp_path / name)) for name in ("samples.png", "cli.png"))
+    api, cli = (np.asarray(Image.open(tmp_path / name)) for name in ("runs/api_samples.png", "cli.png"))
     assert api.shape == cli.shape and np.array_equal(api, cli)
 
 

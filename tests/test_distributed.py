@@ -322,6 +322,9 @@ def test_single_process_helpers_are_plain_calls():
         distributed.agreed(lambda: (_ for _ in ()).throw(UserError("boom")), world)
     assert distributed.local_device("cuda", world) == "cuda"
     assert distributed.local_device("cuda", distributed.World(3, 4, 1)) == "cuda:1"
+    assert distributed.local_device("cuda:1", world) == "cuda:1" and distributed.local_device("cpu", world) == "cpu"
+    with pytest.raises(UserError, match="device cuda:1 under torchrun: each rank takes cuda:LOCAL_RANK"):
+        distributed.local_device("cuda:1", distributed.World(3, 4, 1))
 
 
 def test_environment_checks(monkeypatch):

@@ -116,7 +116,11 @@ def init(device: str) -> World:
 
 
 def local_device(device: str, world: World) -> str:
-    """The device of this rank: 'cuda:LOCAL_RANK' for 'cuda' under torchrun, ``device`` otherwise."""
+    """The device of this rank: 'cuda:LOCAL_RANK' for 'cuda' under torchrun, ``device`` otherwise. One GPU named for
+    every rank ('cuda:1') is refused: the ranks would share it while DDP expects each on its own."""
+    if world.distributed and device.startswith("cuda:"):
+        raise UserError(f"device {device} under torchrun: each rank takes cuda:LOCAL_RANK, so give 'cuda' (or "
+                        f"'auto') and choose the GPUs with CUDA_VISIBLE_DEVICES")
     return f"cuda:{world.local_rank}" if device == "cuda" and world.distributed else device
 
 

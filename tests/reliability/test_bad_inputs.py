@@ -283,7 +283,7 @@ def test_running_out_of_memory_while_training_names_the_batch_size(folder, tmp_p
     assert "\n" not in str(e.value)
 
 
-def test_an_unreadable_checkpoint_folder_is_one_line(trained_run, monkeypatch):
+def test_an_unreadable_checkpoint_folder_is_one_line(trained_run, monkeypatch, capsys):
     from minidiffusion.checkpoint import list_checkpoints
     from minidiffusion.errors import UserError
 
@@ -297,6 +297,16 @@ def test_an_unreadable_checkpoint_folder_is_one_line(trained_run, monkeypatch):
     monkeypatch.setattr(Path, "iterdir", iterdir)  # (root reads any folder: chmod cannot show it here)
     with pytest.raises(UserError, match="cannot read the checkpoint folder .*checkpoints: Permission denied"):
         list_checkpoints(trained_run / "checkpoints")
+    # and so for each command that reads one: sample, train --resume, evaluate
+    from minidiffusion.cli import main
+
+    run = str(trained_run)
+    for argv in (["sample", "--checkpoint", run, "--n", "2", "--out", str(trained_run.parent / "x.png")],
+                 ["train", "--out", run, "--resume", "--set", "train.steps=9", "--no-progress"],
+                 ["evaluate", "--checkpoint", run, "--n", "2", "--metrics", "is", "--no-progress"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cannot read the checkpoint folder" in err[0], (argv, err)
 
 
 def test_evaluate_reads_the_upper_case_npz_that_sample_writes(tmp_path):
