@@ -94,7 +94,7 @@ def diffusers_kwargs(cfg: Config, channels: int, side: int, width: int) -> dict:
     """
     m = cfg.model
     levels = len(m.channel_mults)
-    # the preset's model.norm_groups where it divides the width (a matched width may not), else ours' automatic groups
+    # the preset's model.norm_groups where it divides the width (a matched width may not), else our automatic groups
     groups = m.norm_groups if m.norm_groups and width % m.norm_groups == 0 else group_norm(width).num_groups
     if m.variant == "simple":
         layers, attn_levels = 1, set()
