@@ -202,6 +202,12 @@ def reader_files(where: Path) -> None:
     DDPMPipeline(unet=unet, scheduler=DDPMScheduler(clip_sample=True)).save_pretrained(where / "path/to/pipeline")
 
 
+def checkout_changes() -> str:
+    """``git status`` of the checkout (tracked files changed, untracked ones not ignored); "" outside a git clone."""
+    done = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else ""
+
+
 @pytest.mark.slow
 def test_the_readme_runs_top_to_bottom(tmp_path):
     """Each block in order, in a fresh view of the checkout, so that later commands find what earlier ones made
@@ -216,6 +222,7 @@ def test_the_readme_runs_top_to_bottom(tmp_path):
     clone = checkout_copy(tmp_path)
     reader_files(clone)
     brought = {p.name for p in clone.iterdir()}  # the checkout's entries and the reader's own folders
+    checkout_before = checkout_changes()
     env = {**os.environ, "PATH": f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ['PATH']}",
            "MINIDIFFUSION_VENV": str(Path(sys.prefix)), "MINIDIFFUSION_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     ran = []
@@ -235,6 +242,8 @@ def test_the_readme_runs_top_to_bottom(tmp_path):
     assert (clone / "runs/quick/samples.png").is_file() and (clone / "runs/mnist-cond/samples.png").is_file()
     assert (clone / "runs/quick_denoising.gif").is_file()
     assert any((clone / "runs/quick-workers/checkpoints").glob("*.json"))
-    littered = sorted(p.name for p in clone.iterdir() if p.name not in brought and p.name != "runs")
+    # nothing new beside runs/, and nothing written through the links into the checkout (docs/*.png, bench records)
+    littered = sorted(p.name for p in clone.iterdir() if p.name not in brought)
     assert littered == [], f"README commands wrote outside runs/: {littered}"
+    assert checkout_changes() == checkout_before, "README commands changed files of the checkout"
     assert len(ran) >= 20
