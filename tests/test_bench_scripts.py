@@ -41,6 +41,7 @@ def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # the bench smoke runs (~30 s together) run in .ci/run after the default selection
 def test_profile_step_smoke(tmp_path):
     results = tmp_path / "r.jsonl"
     made = profile_step.main(["--preset", "mnist", "--smoke", "--legacy", "--results", str(results)])
@@ -54,6 +55,7 @@ def test_variant_ratio_smoke():
     assert ratio > 0
 
 
+@pytest.mark.slow  # the bench smoke runs (~30 s together) run in .ci/run after the default selection
 @pytest.mark.parametrize("who", ["ours", "diffusers"])
 def test_mnist200_smoke(tmp_path, who):
     pytest.importorskip("diffusers") if who == "diffusers" else None
@@ -76,6 +78,7 @@ def test_nfe_and_quickstart_quality_smoke(quick_run, tmp_path):
     assert len(records(results)) == 3
 
 
+@pytest.mark.slow  # the bench smoke runs (~30 s together) run in .ci/run after the default selection
 def test_frontier_smoke(tmp_path):
     results = tmp_path / "r.jsonl"
     frontier.main(["--recipes", "flow", "--budgets", "2", "--n", "8", "--scorings", "heun:2:1", "--out",
@@ -84,6 +87,7 @@ def test_frontier_smoke(tmp_path):
     assert (record["recipe"], record["train_steps"], record["n"]) == ("flow", 2, 8)
 
 
+@pytest.mark.slow  # the bench smoke runs (~30 s together) run in .ci/run after the default selection
 def test_frontier_anchor_smoke(tmp_path):
     """The anchor through diffusers' own loops and through ours; a second call reuses the trained networks."""
     pytest.importorskip("diffusers")
@@ -98,6 +102,7 @@ def test_frontier_anchor_smoke(tmp_path):
     assert first["fid_classifier"] == second["fid_classifier"]  # the same network, the same seeds
 
 
+@pytest.mark.slow  # the bench smoke runs (~30 s together) run in .ci/run after the default selection
 def test_quick_sweep_smoke(tmp_path):
     results = tmp_path / "r.jsonl"
     variant = next(iter(quick_sweep.VARIANTS))
