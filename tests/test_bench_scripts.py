@@ -37,11 +37,15 @@ def quick_run(tmp_path_factory):
     return run
 
 
+# The bench scripts' training smoke runs (~30 s together): slow, so .ci/run runs them after the default selection.
+bench_smoke = pytest.mark.slow
+
+
 def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.slow  # the bench smoke runs (~30 s together) run in .ci/run after the default selection
+@bench_smoke
 def test_profile_step_smoke(tmp_path):
     results = tmp_path / "r.jsonl"
     made = profile_step.main(["--preset", "mnist", "--smoke", "--legacy", "--results", str(results)])
@@ -55,7 +59,7 @@ def test_variant_ratio_smoke():
     assert ratio > 0
 
 
-@pytest.mark.slow  # the bench smoke runs (~30 s together) run in .ci/run after the default selection
+@bench_smoke
 @pytest.mark.parametrize("who", ["ours", "diffusers"])
 def test_mnist200_smoke(tmp_path, who):
     pytest.importorskip("diffusers") if who == "diffusers" else None
@@ -78,7 +82,7 @@ def test_nfe_and_quickstart_quality_smoke(quick_run, tmp_path):
     assert len(records(results)) == 3
 
 
-@pytest.mark.slow  # the bench smoke runs (~30 s together) run in .ci/run after the default selection
+@bench_smoke
 def test_frontier_smoke(tmp_path):
     results = tmp_path / "r.jsonl"
     frontier.main(["--recipes", "flow", "--budgets", "2", "--n", "8", "--scorings", "heun:2:1", "--out",
@@ -87,7 +91,7 @@ def test_frontier_smoke(tmp_path):
     assert (record["recipe"], record["train_steps"], record["n"]) == ("flow", 2, 8)
 
 
-@pytest.mark.slow  # the bench smoke runs (~30 s together) run in .ci/run after the default selection
+@bench_smoke
 def test_frontier_anchor_smoke(tmp_path):
     """The anchor through diffusers' own loops and through ours; a second call reuses the trained networks."""
     pytest.importorskip("diffusers")
@@ -102,7 +106,7 @@ def test_frontier_anchor_smoke(tmp_path):
     assert first["fid_classifier"] == second["fid_classifier"]  # the same network, the same seeds
 
 
-@pytest.mark.slow  # the bench smoke runs (~30 s together) run in .ci/run after the default selection
+@bench_smoke
 def test_quick_sweep_smoke(tmp_path):
     results = tmp_path / "r.jsonl"
     variant = next(iter(quick_sweep.VARIANTS))
